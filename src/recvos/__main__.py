@@ -1,0 +1,5 @@
+import sys
+
+from recvos.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,32 @@
+"""Shared fixtures: the optional real data in ../shared/data, and small torch settings for fast tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torch_threads():
+    torch.set_num_threads(2)
+    yield
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Root of ../shared/data; tests that use it skip when it is absent."""
+    if not SHARED.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def davis2016_root(shared_data: Path) -> Path:
+    root = shared_data / "davis2016"
+    if not root.is_dir():
+        pytest.skip("../shared/data/davis2016 is not present")
+    return root
