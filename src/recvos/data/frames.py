@@ -1,0 +1,301 @@
+"""Frame sources: one interface over a folder of images and a video file, iterated lazily.
+
+Every source yields frames one at a time as uint8 RGB numpy arrays [H, W, 3]; no source ever holds all
+frames in memory. ``num_frames`` may be None when a video container does not say how long it is.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import os
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from recvos.errors import RecvosError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "VIDEO_SUFFIXES",
+    "FolderFrames",
+    "FrameSource",
+    "VideoFrames",
+    "list_images",
+    "natural_key",
+    "open_frames",
+    "read_frame",
+]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".webm", ".mkv", ".m4v", ".mpg", ".mpeg")
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key that orders embedded numbers numerically ("2.jpg" before "10.jpg")."""
+    parts = re.split(r"(\d+)", name)
+    return tuple((0, int(p), p) if p.isdigit() else (1, p.lower(), p) for p in parts)
+
+
+def list_images(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
+    """Image files directly in ``folder`` (hidden files skipped), sorted naturally."""
+    files = [
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in suffixes and not p.name.startswith(".") and p.is_file()
+    ]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def read_frame(path: str | os.PathLike) -> np.ndarray:
+    """Read one image file as uint8 RGB [H, W, 3]; RecvosError naming the file if it cannot be decoded."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                a = np.asarray(img).astype(np.float64)
+                a = (a * (255.0 / max(float(a.max()), 1.0))).astype(np.uint8)
+                return np.repeat(a[..., None], 3, axis=2)
+            if img.mode != "RGB":
+                img = img.convert("RGB")
+            return np.asarray(img)
+    except FileNotFoundError:
+        raise RecvosError(f"{path}: frame file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise RecvosError(f"{path}: cannot decode image ({e}); replace or re-export the file") from None
+
+
+class FrameSource(abc.ABC):
+    """A sequence of frames read lazily: uint8 RGB [H, W, 3] each. Use as a context manager."""
+
+    path: Path
+
+    @property
+    @abc.abstractmethod
+    def num_frames(self) -> int | None:
+        """Number of frames, or None when unknown."""
+
+    @property
+    @abc.abstractmethod
+    def size(self) -> tuple[int, int]:
+        """Frame size (H, W)."""
+
+    @property
+    @abc.abstractmethod
+    def fps(self) -> float | None:
+        """Frames per second, or None when unknown (image folders)."""
+
+    @property
+    @abc.abstractmethod
+    def frame_names(self) -> list[str]:
+        """One name per frame, used for output files: image stems, or "00000", "00001", ... for videos."""
+
+    @abc.abstractmethod
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """Frames uint8 RGB [H, W, 3], one at a time, from the first."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release any open file handles."""
+
+    def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, num_frames={self.num_frames}, size={self.size})"
+
+
+class FolderFrames(FrameSource):
+    """A folder of JPEG/PNG frames, sorted naturally; the frame size is that of the first frame.
+
+    ``files`` gives the frame files explicitly (in order) instead of listing the folder.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fps: float | None = None,
+        files: Sequence[str | os.PathLike] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        if files is None:
+            if not self.path.exists():
+                raise RecvosError(f"{self.path}: frame folder not found; check the path")
+            if not self.path.is_dir():
+                raise RecvosError(f"{self.path}: not a folder of frames")
+            self.frame_paths: list[Path] = list_images(self.path)
+        else:
+            self.frame_paths = [Path(f) for f in files]
+        if not self.frame_paths:
+            raise RecvosError(
+                f"{self.path}: no frames found (expected {', '.join(IMAGE_SUFFIXES)} files); check the folder"
+            )
+        first = self.frame_paths[0]
+        try:
+            with Image.open(first) as img:
+                w, h = img.size
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise RecvosError(f"{first}: cannot read image ({e}); replace or re-export the file") from None
+        self._size = (int(h), int(w))
+        self._fps = fps
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frame_paths)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self._size
+
+    @property
+    def fps(self) -> float | None:
+        return self._fps
+
+    @property
+    def frame_names(self) -> list[str]:
+        return [p.stem for p in self.frame_paths]
+
+    def __len__(self) -> int:
+        return len(self.frame_paths)
+
+    def load(self, i: int) -> np.ndarray:
+        """Frame i, uint8 RGB [H, W, 3]; RecvosError if unreadable or of a different size than frame 0."""
+        p = self.frame_paths[i]
+        frame = read_frame(p)
+        if frame.shape[:2] != self._size:
+            raise RecvosError(
+                f"{p}: frame {i} is {frame.shape[0]}x{frame.shape[1]} but the first frame is "
+                f"{self._size[0]}x{self._size[1]}; all frames of a sequence must have one size"
+            )
+        return frame
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self.frame_paths)):
+            yield self.load(i)
+
+
+def _av():
+    import av  # imported lazily: PyAV is heavy and only videos need it
+
+    return av
+
+
+class VideoFrames(FrameSource):
+    """A video file decoded with PyAV, streamed one frame at a time (the first video stream)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise RecvosError(f"{self.path}: video file not found; check the path")
+        av = _av()
+        try:
+            container = av.open(str(self.path))
+        except (av.FFmpegError, OSError, ValueError) as e:
+            raise RecvosError(f"{self.path}: cannot open video ({e}); is it a complete video file?") from None
+        try:
+            if not container.streams.video:
+                raise RecvosError(f"{self.path}: file has no video stream")
+            stream = container.streams.video[0]
+            cc = stream.codec_context
+            self._size = (int(cc.height), int(cc.width))
+            if self._size[0] <= 0 or self._size[1] <= 0:
+                raise RecvosError(f"{self.path}: video stream has no frame size; re-encode the file")
+            self._num_frames: int | None = int(stream.frames) if stream.frames and stream.frames > 0 else None
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            self._fps: float | None = float(rate) if rate else None
+        finally:
+            container.close()
+        self._open: set = set()
+
+    @property
+    def num_frames(self) -> int | None:
+        return self._num_frames
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self._size
+
+    @property
+    def fps(self) -> float | None:
+        return self._fps
+
+    @property
+    def frame_names(self) -> list[str]:
+        n = self._num_frames
+        if n is None:
+            n = self._count_packets()
+        return [f"{i:05d}" for i in range(n)]
+
+    def _count_packets(self) -> int:
+        """Frame count by demuxing (no decoding), for containers that do not store it."""
+        av = _av()
+        try:
+            with av.open(str(self.path)) as c:
+                s = c.streams.video[0]
+                return sum(1 for pkt in c.demux(s) if pkt.size > 0)
+        except av.FFmpegError as e:
+            raise RecvosError(
+                f"{self.path}: cannot read video ({e}); re-encode or replace the file"
+            ) from None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        av = _av()
+        i = 0
+        try:
+            container = av.open(str(self.path))
+        except (av.FFmpegError, OSError) as e:
+            raise RecvosError(f"{self.path}: cannot open video ({e})") from None
+        self._open.add(container)
+        try:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            try:
+                for frame in container.decode(stream):
+                    arr = frame.to_ndarray(format="rgb24")
+                    i += 1
+                    yield arr
+            except av.FFmpegError as e:
+                raise RecvosError(
+                    f"{self.path}: video is corrupt or truncated: decoding failed at frame {i} ({e}); "
+                    "re-encode or replace the file"
+                ) from None
+            if self._num_frames is not None and i < self._num_frames:
+                raise RecvosError(
+                    f"{self.path}: video is truncated: it ended at frame {i} of the {self._num_frames} its "
+                    "header announces; re-encode or replace the file"
+                )
+        finally:
+            self._open.discard(container)
+            container.close()
+
+    def close(self) -> None:
+        for c in list(self._open):
+            c.close()
+        self._open.clear()
+
+
+def open_frames(path: str | os.PathLike | FrameSource) -> FrameSource:
+    """A frame source for ``path``: a folder of images -> FolderFrames, a video file -> VideoFrames."""
+    if isinstance(path, FrameSource):
+        return path
+    p = Path(path)
+    if p.is_dir():
+        return FolderFrames(p)
+    if not p.exists():
+        raise RecvosError(f"{p}: no such folder or video file; pass a folder of frames or a video file")
+    if p.suffix.lower() in IMAGE_SUFFIXES:
+        raise RecvosError(f"{p}: is a single image; pass the folder that holds the frames or a video file")
+    if p.suffix.lower() not in VIDEO_SUFFIXES:
+        log.info("%s: unknown video suffix, trying to decode it anyway", p)
+    return VideoFrames(p)
