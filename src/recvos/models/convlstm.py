@@ -1,0 +1,117 @@
+"""The convolutional LSTM cell (Shi et al. 2015), written once and used by RVOS and S2S.
+
+Gates i, f, o, g come from one k x k convolution over ``[input, hidden, *extra hidden]``::
+
+    i, f, o = sigmoid(.), g = act(.)
+    c' = f * c + i * g
+    h' = o * act(c')
+
+with ``act`` = tanh (the original cell, RVOS) or ReLU (S2S). ``extra_hidden`` adds more hidden-state-sized
+inputs to the gate convolution (RVOS-ST feeds the spatial state as the cell state and the temporal hidden
+state as an extra input).
+
+An input shared by groups of consecutive batch items (e.g. the frame's features, shared by the O object
+slots folded into the batch ``N = B * O``) can be given separately as ``shared`` (``shared_dim`` channels):
+its gate contribution is computed once at batch B by :meth:`shared_gates` and broadcast over the group.
+By linearity this equals the convolution over the concatenated input, at a fraction of the cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recvos.errors import RecvosError
+
+__all__ = ["ConvLSTMCell", "LSTMState"]
+
+#: (h, c), each [N, hidden_dim, H, W]
+LSTMState = tuple[torch.Tensor, torch.Tensor]
+
+_ACTIVATIONS = {"tanh": torch.tanh, "relu": F.relu}
+
+
+class ConvLSTMCell(nn.Module):
+    """One ConvLSTM cell.
+
+    Args:
+        input_dim: channels of the per-item input ``x`` (0 if there is none).
+        hidden_dim: channels of h and c.
+        kernel_size: odd kernel size of the gate convolution ("same" padding).
+        activation: "tanh" or "relu".
+        extra_hidden: number of extra [N, hidden_dim, H, W] inputs concatenated into the gate convolution.
+        shared_dim: channels of an input shared by groups of batch items (0 if none), see module docs.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_dim: int,
+        kernel_size: int = 3,
+        activation: str = "tanh",
+        extra_hidden: int = 0,
+        shared_dim: int = 0,
+    ) -> None:
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise RecvosError(f"ConvLSTM activation must be one of {sorted(_ACTIVATIONS)} (got {activation!r})")
+        if kernel_size % 2 != 1:
+            raise RecvosError(f"ConvLSTM kernel_size must be odd (got {kernel_size})")
+        self.input_dim = input_dim
+        self.hidden_dim = hidden_dim
+        self.extra_hidden = extra_hidden
+        self.shared_dim = shared_dim
+        self.activation = activation
+        self._act = _ACTIVATIONS[activation]
+        pad = kernel_size // 2
+        self.conv = nn.Conv2d(input_dim + hidden_dim * (1 + extra_hidden), 4 * hidden_dim, kernel_size, padding=pad)
+        self.shared_conv = (
+            nn.Conv2d(shared_dim, 4 * hidden_dim, kernel_size, padding=pad, bias=False) if shared_dim else None
+        )
+
+    def init_state(self, ref: torch.Tensor, n: int, height: int, width: int) -> LSTMState:
+        """Zero (h, c) [n, hidden_dim, height, width] with ``ref``'s dtype and device."""
+        z = ref.new_zeros(n, self.hidden_dim, height, width)
+        return z, z.clone()
+
+    def shared_gates(self, shared: torch.Tensor) -> torch.Tensor:
+        """shared [B, shared_dim, H, W] -> its gate contribution [B, 4 * hidden_dim, H, W]."""
+        assert self.shared_conv is not None, "this cell was built with shared_dim=0"
+        return self.shared_conv(shared)
+
+    def forward(
+        self,
+        x: torch.Tensor | None,
+        state: LSTMState,
+        extra: Sequence[torch.Tensor] = (),
+        shared_gates: torch.Tensor | None = None,
+    ) -> LSTMState:
+        """One step.
+
+        x [N, input_dim, H, W] or None (input_dim = 0); state (h, c) [N, hidden_dim, H, W];
+        extra: ``extra_hidden`` tensors [N, hidden_dim, H, W]; shared_gates [B, 4 * hidden_dim, H, W] from
+        :meth:`shared_gates`, with N a multiple of B (item n belongs to group n // (N // B)).
+        Returns the new (h, c).
+        """
+        h, c = state
+        if len(extra) != self.extra_hidden:
+            raise ValueError(f"expected {self.extra_hidden} extra hidden inputs, got {len(extra)}")
+        parts = ([x] if x is not None else []) + [h, *extra]
+        gates = self.conv(parts[0] if len(parts) == 1 else torch.cat(parts, 1))
+        if shared_gates is not None:
+            n, b = gates.shape[0], shared_gates.shape[0]
+            if n == b:
+                gates = gates + shared_gates
+            else:
+                gates = (gates.unflatten(0, (b, n // b)) + shared_gates.unsqueeze(1)).flatten(0, 1)
+        i, f, o, g = gates.chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * self._act(g)
+        h = torch.sigmoid(o) * self._act(c)
+        return h, c
+
+    def extra_repr(self) -> str:
+        return (f"input_dim={self.input_dim}, hidden_dim={self.hidden_dim}, activation={self.activation}, "
+                f"extra_hidden={self.extra_hidden}, shared_dim={self.shared_dim}")

@@ -1,0 +1,186 @@
+"""S2S: sequence-to-sequence video object segmentation (Xu et al., YouTube-VOS, ECCV 2018).
+
+- Initializer: a second backbone over the 4-channel input [RGB frame 0, mask 0] (the 4th input filter of
+  the first conv is the mean of the RGB filters, see ``extra_channel_init``) + two 1x1 convs -> (c0, h0)
+  of the ConvLSTM, at stride 32.
+- Encoder: the backbone on each frame (run once per frame, shared by all objects) + one 1x1 conv.
+- ConvLSTM (3x3, ReLU state activation) at stride 32.
+- Decoder: 5 stages, each a bilinear x2 upsampling and a 3x3 conv + ReLU, back to the input size; the
+  first three take skips from the encoder (f16, f8, f4, projected by 1x1 convs); a 1x1 conv gives the logit.
+- Objects are independent sequences folded into the batch (N = B * O), so outputs are equivariant to
+  object permutations.
+
+Ablation switches of the paper: ``use_initializer=False`` replaces the initializer by the first mask itself
+as the hidden state (h0 = mask resized to stride 32 on every channel, c0 = 0); ``prev_mask_input=True``
+feeds the previous frame's mask (resized to stride 32) to the encoder conv, after the shared backbone.
+S2S is semi-supervised only (no zero-shot mode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recvos.errors import RecvosError
+from recvos.models.backbones import DEFAULT_BACKBONE, build_backbone
+from recvos.models.base import RecurrentState, RecurrentVOS, StepOutput
+from recvos.models.convlstm import ConvLSTMCell
+
+__all__ = ["S2S", "S2SState"]
+
+
+@dataclass
+class S2SState(RecurrentState):
+    """ConvLSTM state of every object after the last frame: h, c [B, O, hidden, H/32, W/32]."""
+
+    h: torch.Tensor
+    c: torch.Tensor
+
+
+def _group_add(x: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
+    """x [B * G, C, H, W] + shared [B, C, H, W] broadcast over each group of G consecutive items."""
+    if x.shape[0] == shared.shape[0]:
+        return x + shared
+    return (x.unflatten(0, (shared.shape[0], -1)) + shared.unsqueeze(1)).flatten(0, 1)
+
+
+class _DecoderStage(nn.Module):
+    """Upsample to ``size``, then relu(conv3x3(cat[x, skip])) computed as conv_x(x) + conv_s(skip) so the
+    skip term (shared by all objects of a frame) is computed once per frame."""
+
+    def __init__(self, in_dim: int, out_dim: int, skip_dim: int = 0, skip_proj: int = 0):
+        super().__init__()
+        self.conv_x = nn.Conv2d(in_dim, out_dim, 3, padding=1)
+        self.proj = nn.Sequential(nn.Conv2d(skip_dim, skip_proj, 1), nn.ReLU(inplace=True)) if skip_dim else None
+        self.conv_s = nn.Conv2d(skip_proj, out_dim, 3, padding=1, bias=False) if skip_dim else None
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int], skip: torch.Tensor | None) -> torch.Tensor:
+        """x [N, in_dim, h, w]; skip [B, skip_dim, *size] or None -> [N, out_dim, *size]."""
+        y = self.conv_x(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
+        if self.proj is not None:
+            assert skip is not None
+            y = _group_add(y, self.conv_s(self.proj(skip)))
+        return F.relu(y)
+
+
+class S2S(RecurrentVOS):
+    """S2S with a configurable backbone (paper: vgg16, hidden 512).
+
+    Args:
+        backbone, backbone_weights: see :func:`recvos.models.backbones.build_backbone` (shared by the
+            encoder and the initializer; the initializer's copy gets a 4th input channel).
+        hidden_size: ConvLSTM width (and encoder conv output).
+        decoder_dims: widths of the 5 decoder stages (f16, f8, f4, f2, f1).
+        use_initializer, prev_mask_input: the paper's ablation switches (see the module docs).
+        extra_channel_init: "mean" or "zero" for the initializer's mask filter.
+        frozen_bn, freeze_stages: backbone freezing options (both backbones).
+    """
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        backbone_weights: str | Path | None = None,
+        hidden_size: int = 512,
+        decoder_dims: tuple[int, ...] = (256, 128, 64, 32, 16),
+        use_initializer: bool = True,
+        prev_mask_input: bool = False,
+        extra_channel_init: str = "mean",
+        frozen_bn: bool = False,
+        freeze_stages: int = 0,
+    ) -> None:
+        super().__init__()
+        decoder_dims = tuple(int(d) for d in decoder_dims)
+        if len(decoder_dims) != 5 or min(decoder_dims) < 1:
+            raise RecvosError(f"S2S decoder_dims must be 5 positive widths (got {decoder_dims})")
+        self.name = "s2s"
+        self.config = {
+            "backbone": backbone,
+            "backbone_weights": str(backbone_weights) if backbone_weights is not None else None,
+            "hidden_size": hidden_size, "decoder_dims": decoder_dims, "use_initializer": use_initializer,
+            "prev_mask_input": prev_mask_input, "extra_channel_init": extra_channel_init,
+            "frozen_bn": frozen_bn, "freeze_stages": freeze_stages,
+        }
+        self.use_initializer = use_initializer
+        self.prev_mask_input = prev_mask_input
+        self.uses_prev_masks = prev_mask_input
+        self.max_objects = 1
+        self.hidden_size = hidden_size
+        freeze = {"frozen_bn": frozen_bn, "freeze_stages": freeze_stages}
+
+        self.encoder = build_backbone(backbone, backbone_weights, **freeze)
+        c4, c8, c16, c32 = self.encoder.channels
+        self.encoder_conv = nn.Conv2d(c32, hidden_size, 1)
+        self.mask_conv = nn.Conv2d(1, hidden_size, 1, bias=False) if prev_mask_input else None
+        if use_initializer:
+            self.initializer = build_backbone(
+                backbone, backbone_weights, in_channels=4, extra_channel_init=extra_channel_init, **freeze
+            )
+            self.init_c = nn.Conv2d(c32, hidden_size, 1)
+            self.init_h = nn.Conv2d(c32, hidden_size, 1)
+        else:
+            self.initializer = None
+        self.cell = ConvLSTMCell(
+            input_dim=hidden_size if prev_mask_input else 0,
+            hidden_dim=hidden_size,
+            kernel_size=3,
+            activation="relu",
+            shared_dim=0 if prev_mask_input else hidden_size,
+        )
+        d = decoder_dims
+        skip_dims = (c16, c8, c4, 0, 0)
+        ins = (hidden_size, *d[:-1])
+        self.decoder = nn.ModuleList(
+            _DecoderStage(ins[i], d[i], skip_dims[i], d[i] if skip_dims[i] else 0) for i in range(5)
+        )
+        self.head = nn.Conv2d(d[-1], 1, 1)
+
+    def init_state(self, frame: torch.Tensor, masks: torch.Tensor | None) -> S2SState:
+        """frame [B, 3, H, W]; masks [B, O, H, W] (required: S2S is semi-supervised only)."""
+        if masks is None:
+            raise RecvosError("s2s is semi-supervised only: give first-frame masks (use rvos-st for zero-shot)")
+        B, nobj = masks.shape[:2]
+        H, W = frame.shape[-2:]
+        masks = masks.to(frame.dtype)
+        size32 = self.encoder.feature_sizes(H, W)[-1]
+        if self.initializer is not None:
+            x = torch.cat([frame.unsqueeze(1).expand(B, nobj, 3, H, W), masks.unsqueeze(2)], 2).flatten(0, 1)
+            f32 = self.initializer(x)[-1]
+            h0 = F.relu(self.init_h(f32))
+            c0 = F.relu(self.init_c(f32))
+        else:
+            m = F.interpolate(masks, size=size32, mode="area").flatten(0, 1).unsqueeze(1)  # [N, 1, h, w]
+            h0 = m.expand(-1, self.hidden_size, -1, -1).contiguous()
+            c0 = torch.zeros_like(h0)
+        return S2SState(num_objects=nobj, h=h0.unflatten(0, (B, nobj)), c=c0.unflatten(0, (B, nobj)))
+
+    def step(self, frame: torch.Tensor, state: S2SState, prev_masks: torch.Tensor | None) -> StepOutput:
+        """frame [B, 3, H, W]; prev_masks [B, O, H, W] (used only with prev_mask_input) -> StepOutput."""
+        B, _, H, W = frame.shape
+        nobj = state.num_objects
+        f4, f8, f16, f32 = self.encoder(frame)
+        if tuple(state.h.shape[-2:]) != tuple(f32.shape[-2:]) or state.h.shape[0] != B:
+            raise ValueError(f"frame {tuple(frame.shape)} does not match the state (made for another size/batch)")
+        x_shared = self.encoder_conv(f32)  # [B, hidden, h, w]
+        hc = (state.h.flatten(0, 1), state.c.flatten(0, 1))
+        if self.mask_conv is not None:
+            if prev_masks is None or prev_masks.shape[:2] != (B, nobj):
+                raise ValueError(f"s2s with prev_mask_input needs prev_masks [B={B}, O={nobj}, H, W]")
+            m = F.interpolate(prev_masks.to(frame.dtype), size=f32.shape[-2:], mode="area")
+            x = F.relu(_group_add(self.mask_conv(m.flatten(0, 1).unsqueeze(1)), x_shared))
+            h, c = self.cell(x, hc)
+        else:
+            h, c = self.cell(None, hc, shared_gates=self.cell.shared_gates(F.relu(x_shared)))
+        sizes = [tuple(t.shape[-2:]) for t in (f16, f8, f4)] + [((H + 1) // 2, (W + 1) // 2), (H, W)]
+        y = h
+        for stage, size, skip in zip(self.decoder, sizes, (f16, f8, f4, None, None), strict=True):
+            y = stage(y, size, skip)
+        logits = self.head(y).view(B, nobj, H, W)
+        return StepOutput(
+            logits=logits,
+            objectness=frame.new_ones(B, nobj),
+            state=S2SState(num_objects=nobj, h=h.unflatten(0, (B, nobj)), c=c.unflatten(0, (B, nobj))),
+        )

@@ -1,0 +1,152 @@
+"""RVOS: shapes per variant and mode, gradients, recurrences (spatial, temporal), equivariance, heads."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from recvos.errors import RecvosError
+from recvos.models.factory import build_model, save_model
+from recvos.models.rvos import RVOS
+
+H, W = 61, 107
+
+
+def tiny(name: str = "rvos-st", **kw) -> RVOS:
+    torch.manual_seed(0)
+    kw = {"backbone": "resnet18", "hidden_size": 16, **kw}
+    return build_model(name, **kw)
+
+
+def clip(B=2, T=3, O=3, seed=0):  # noqa: E741 (the shape letter)
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.rand(B, T, 3, H, W, generator=g)
+    masks = (torch.rand(B, T, O, H, W, generator=g) > 0.5).float()
+    return frames, masks
+
+
+@pytest.mark.parametrize(
+    "name,mode", [("rvos-st", "one-shot"), ("rvos-st", "zero-shot"), ("rvos-s", "one-shot"),
+                  ("rvos-s", "zero-shot"), ("rvos-t", "one-shot")]
+)
+def test_shapes(name, mode):
+    model = tiny(name, mode=mode, max_objects=4).eval()
+    frames, masks = clip()
+    with torch.no_grad():
+        out = model.forward_clip(frames, masks[:, 0] if mode == "one-shot" else None, masks)
+    O = 3 if mode == "one-shot" else 4  # noqa: E741
+    assert out.logits.shape == (2, 3, O, H, W)
+    assert out.objectness.shape == (2, 3, O)
+    assert ((out.objectness >= 0) & (out.objectness <= 1)).all()
+    if mode == "one-shot":
+        assert out.objectness.eq(1).all()
+    assert model.uses_prev_masks == (mode == "one-shot")
+
+
+def test_default_model_at_davis_internal_size():
+    model = build_model("rvos-st").eval()
+    frame = torch.rand(1, 3, 240, 427)
+    masks = torch.zeros(1, 2, 240, 427)
+    with torch.no_grad():
+        out = model.step(frame, model.init_state(frame, masks), masks)
+    assert out.logits.shape == (1, 2, 240, 427)
+    assert [tuple(h.shape) for h in out.state.hidden] == [
+        (1, 2, 128, 8, 14), (1, 2, 64, 15, 27), (1, 2, 32, 30, 54), (1, 2, 16, 60, 107)]
+
+
+@pytest.mark.parametrize(
+    "name,mode", [("rvos-st", "one-shot"), ("rvos-st", "zero-shot"), ("rvos-s", "one-shot"), ("rvos-t", "one-shot")]
+)
+def test_gradients_reach_every_parameter(name, mode):
+    model = tiny(name, mode=mode, max_objects=2, class_head=True, num_classes=5).train()
+    frames, masks = clip(B=2, T=3, O=2)
+    out = model.forward_clip(frames, masks[:, 0] if mode == "one-shot" else None)  # own predictions fed back
+    (out.logits.mean() + out.objectness.mean() + out.class_logits.mean()).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+def test_rvos_t_is_object_permutation_equivariant():
+    model = tiny("rvos-t").eval()
+    frames, masks = clip(O=3)
+    perm = torch.tensor([2, 0, 1])
+    with torch.no_grad():
+        a = model.forward_clip(frames, masks[:, 0], masks).logits
+        b = model.forward_clip(frames, masks[:, 0, perm], masks[:, :, perm]).logits
+    assert torch.allclose(a[:, :, perm], b, atol=1e-5)
+
+
+def test_spatial_recurrence_links_slots():
+    """Under S/ST, slot 1 depends on slot 0's input; under T it does not."""
+    frame = torch.rand(1, 3, H, W)
+    masks = (torch.rand(1, 2, H, W) > 0.5).float()
+    changed = masks.clone()
+    changed[:, 0] = 1 - changed[:, 0]
+    for name, linked in (("rvos-s", True), ("rvos-st", True), ("rvos-t", False)):
+        model = tiny(name).eval()
+        with torch.no_grad():
+            a = model.step(frame, model.init_state(frame, masks), masks).logits
+            b = model.step(frame, model.init_state(frame, changed), changed).logits
+        assert not torch.allclose(a[:, 0], b[:, 0])
+        assert torch.allclose(a[:, 1], b[:, 1]) != linked, name
+
+
+def test_temporal_state_changes_outputs_only_with_temporal_recurrence():
+    frames, masks = clip(B=1, T=2, O=2)
+    for name, temporal in (("rvos-t", True), ("rvos-st", True), ("rvos-s", False)):
+        model = tiny(name).eval()
+        with torch.no_grad():
+            state = model.step(frames[:, 0], model.init_state(frames[:, 0], masks[:, 0]), masks[:, 0]).state
+            with_history = model.step(frames[:, 1], state, masks[:, 1]).logits
+            fresh = model.step(frames[:, 1], model.init_state(frames[:, 1], masks[:, 0]), masks[:, 1]).logits
+        assert torch.allclose(with_history, fresh, atol=1e-6) != temporal, name
+
+
+def test_zero_shot_slots_differ_and_t_is_rejected():
+    model = tiny("rvos-st", mode="zero-shot", max_objects=3).eval()
+    frame = torch.rand(1, 3, H, W)
+    with torch.no_grad():
+        out = model.step(frame, model.init_state(frame, None), None)
+    assert out.logits.shape == (1, 3, H, W)
+    assert not torch.allclose(out.logits[:, 0], out.logits[:, 1])
+    with pytest.raises(RecvosError, match="rvos-st or rvos-s"):
+        tiny("rvos-t", mode="zero-shot")
+    with pytest.raises(ValueError, match="masks=None"):
+        model.init_state(frame, torch.zeros(1, 1, H, W))
+
+
+def test_bad_inputs():
+    model = tiny("rvos-st").eval()
+    frame = torch.rand(1, 3, H, W)
+    masks = torch.zeros(1, 2, H, W)
+    state = model.init_state(frame, masks)
+    with pytest.raises(ValueError, match="prev_masks"):
+        model.step(frame, state, None)
+    with pytest.raises(ValueError, match="does not match the state"):
+        model.step(torch.rand(1, 3, 64, 64), state, torch.zeros(1, 2, 64, 64))
+    with pytest.raises(RecvosError, match="variant"):
+        RVOS(variant="X")
+    with pytest.raises(RecvosError, match="hidden_size"):
+        RVOS(hidden_size=12)
+
+
+def test_optimize_for_inference_keeps_outputs():
+    model = tiny("rvos-st")
+    for m in model.modules():  # non-trivial BatchNorm statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    frames, masks = clip(B=1, T=2, O=2)
+    fast = copy.deepcopy(model).optimize_for_inference()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    with torch.no_grad():
+        a = model.forward_clip(frames, masks[:, 0], masks).logits
+        b = fast.forward_clip(frames, masks[:, 0], masks).logits
+    assert torch.allclose(a, b, atol=1e-4)
+    with pytest.raises(RuntimeError, match="optimized for inference"):
+        fast.train()
+    with pytest.raises(RecvosError, match="optimized for inference"):
+        save_model(fast, "unused.pt")
