@@ -1,1 +1,10 @@
-"""recvos.evaluation"""
+"""recvos.evaluation: DAVIS J and F measures, the semi-supervised and unsupervised protocols, reports.
+
+Submodules (import them directly; importing this package loads nothing else):
+
+- :mod:`recvos.evaluation.metrics`: ``jaccard``, ``f_measure``, ``jaccard_and_f``, ``summarize``,
+  ``seg2bmap``, ``bound_radius`` (numerically identical to the official DAVIS toolkit).
+- :mod:`recvos.evaluation.protocols`: ``evaluate_sequences``, ``evaluate_semi_supervised``,
+  ``evaluate_unsupervised``, ``evaluate_arrays``, ``EvalResult``, ``ObjectScores``.
+- :mod:`recvos.evaluation.report`: text tables, CSV/JSON, plots (``write_outputs``).
+"""
