@@ -1,0 +1,389 @@
+"""Training configuration: nested dataclasses with defaults < YAML preset < ``key=value`` overrides.
+
+``load_config("configs/x.yaml", ["train.steps=100", "model.options.backbone=resnet18"])`` gives a
+:class:`Config`. Keys are dotted paths; values are parsed as YAML scalars (``1e-3``, ``true``, ``[240, 427]``,
+``null``). An unknown key raises :class:`RecvosError` listing the close matches. ``model.options`` is free
+form: it is passed to ``recvos.models.factory.build_model`` as keyword arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from recvos.errors import RecvosError
+
+
+@dataclass
+class ModelConfig:
+    name: str = "rvos-st"
+    #: keyword arguments of build_model (backbone, backbone_weights, max_objects, widths, ...)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SyntheticConfig:
+    #: number of distinct synthetic videos (seeds 0..pool-1, offset by train.seed)
+    pool: int = 64
+    num_frames: int = 16
+    size: list[int] = field(default_factory=lambda: [96, 128])
+    num_objects: int = 2
+
+
+@dataclass
+class CompositeConfig:
+    #: objects pasted onto a base video (uniform in [min_pasted, max_pasted])
+    min_pasted: int = 1
+    max_pasted: int = 2
+    #: size of a pasted object relative to its donor video, and the max offset as a fraction of the frame
+    scale: list[float] = field(default_factory=lambda: [0.4, 0.9])
+    max_offset: float = 0.35
+
+
+@dataclass
+class MixConfig:
+    """Relative frequencies of the clip sources (normalised; a source with no data must have 0)."""
+
+    real: float = 1.0
+    composite: float = 0.0
+    synthetic: float = 0.0
+
+
+@dataclass
+class DataConfig:
+    #: training dataset: kind in {davis2016, davis2017, youtube-vos, folder} or null (synthetic only)
+    kind: str | None = None
+    root: str | None = None
+    split: str | None = "train"
+    #: keep only these sequence names (empty: all) / drop these (e.g. a validation split carved out of train)
+    sequences: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    #: training size [H, W] (240x427 DAVIS, 256x448 YouTube-VOS)
+    size: list[int] = field(default_factory=lambda: [240, 427])
+    #: frames per clip; with num_frames_max > num_frames each batch draws T uniformly in that range (S2S 5-11)
+    num_frames: int = 5
+    num_frames_max: int | None = None
+    #: random temporal stride in [1, max_stride]
+    max_stride: int = 1
+    #: object slots per clip (O); clips with more objects keep a random subset
+    max_objects: int = 1
+    #: "all" frames, or "annotated" frames only (YouTube-VOS annotates every 5th frame)
+    frames: str = "all"
+    #: clips per epoch of the sampler (the sampler reshuffles every epoch)
+    clips_per_epoch: int = 2000
+    num_workers: int = 2
+    mix: MixConfig = field(default_factory=MixConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    composite: CompositeConfig = field(default_factory=CompositeConfig)
+
+
+@dataclass
+class AugmentConfig:
+    enabled: bool = True
+    #: zoom relative to the scale that makes the frame cover the training size
+    scale: list[float] = field(default_factory=lambda: [0.9, 1.3])
+    hflip: float = 0.5
+    rotate: float = 10.0  # degrees, +-
+    shear: float = 5.0  # degrees, +-
+    translate: float = 0.1  # fraction of the size, +- (on top of the random crop)
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.02  # fraction of the hue circle
+    #: small per-frame jitter on top of the clip draw (motion)
+    jitter_translate: float = 0.02
+    jitter_rotate: float = 2.0
+    jitter_scale: float = 0.03
+
+
+@dataclass
+class LossConfig:
+    iou: float = 1.0
+    bce: float = 0.0
+    dice: float = 0.0
+    lovasz: float = 0.0
+    objectness: float = 1.0
+    #: one-shot: also supervise frame 0 (whose mask is given); zero-shot always supervises it
+    first_frame: bool = False
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    #: learning rate of the backbone parameters (null: same as lr)
+    backbone_lr: float | None = 1e-4
+    weight_decay: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 100
+    #: "cosine" (to min_lr_ratio * lr at train.steps) or "constant"
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.01
+    #: max gradient norm (0 or null: off)
+    grad_clip: float | None = 1.0
+    #: backbone frozen for the first K steps
+    freeze_backbone_steps: int = 0
+
+
+@dataclass
+class CurriculumConfig:
+    #: RVOS: ground-truth previous masks first, the model's own predictions (Mask-ST+) from this step on
+    own_masks_from_step: int | None = None
+    #: S2S: clips of annotated frames only first, clips of all frames from this step on
+    all_frames_from_step: int | None = None
+
+
+@dataclass
+class ValConfig:
+    kind: str | None = None
+    root: str | None = None
+    split: str | None = "val"
+    #: keep only these sequence names (empty: all) / drop these
+    sequences: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    #: every M steps (0: off); at most this many sequences and frames, at this size [H, W]
+    every: int = 0
+    max_sequences: int = 5
+    max_frames: int = 30
+    size: list[int] = field(default_factory=lambda: [240, 427])
+    #: use the synthetic generator as the held-out set when no dataset is given (seeds disjoint from training)
+    synthetic: int = 0
+
+
+@dataclass
+class TrainConfig:
+    #: "one-shot" (first-frame masks given) or "zero-shot" (slots matched to objects)
+    task: str = "one-shot"
+    steps: int = 10000
+    #: clips per optimizer step per process = batch_size * accumulate
+    batch_size: int = 4
+    accumulate: int = 1
+    #: "none", "bf16" or "fp16" (CUDA only; ignored on CPU)
+    amp: str = "none"
+    device: str = "auto"
+    seed: int = 0
+    ckpt_every: int = 500
+    keep_last: int = 3
+    log_every: int = 10
+    image_every: int = 500
+    tensorboard: bool = True
+    progress: bool = True
+    #: DDP: set true for models with parameters that some steps do not use
+    find_unused_parameters: bool = False
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    val: ValConfig = field(default_factory=ValConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    #: run directory (checkpoints, logs, config.yaml)
+    out: str = "runs/default"
+
+
+_CHOICES = {
+    "train.task": ("one-shot", "zero-shot"),
+    "train.amp": ("none", "bf16", "fp16"),
+    "optim.schedule": ("cosine", "constant"),
+    "data.frames": ("all", "annotated"),
+}
+
+
+def _all_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            keys += _all_keys(tp, f"{prefix}{f.name}.")
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def _unknown(key: str, where: str) -> RecvosError:
+    close = difflib.get_close_matches(key, _all_keys(Config), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see the keys of recvos.training.config.Config"
+    return RecvosError(f"unknown config key {key!r} in {where}{hint}")
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key, where)
+            except RecvosError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise RecvosError(f"config key {key!r} in {where} must be a list, got {value!r}")
+        return [_coerce(v, args[0], key, where) for v in value] if args else list(value)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise RecvosError(f"config key {key!r} in {where} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise RecvosError(f"config key {key!r} in {where} must be {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _apply(obj: Any, data: dict, prefix: str, where: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if k not in names:
+            raise _unknown(key, where)
+        tp = hints[k]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(v, dict):
+                raise RecvosError(f"config key {key!r} in {where} is a section; give {key}.<name>=value")
+            _apply(getattr(obj, k), v, f"{key}.", where)
+        else:
+            setattr(obj, k, _coerce(v, tp, key, where))
+
+
+def config_from_dict(data: dict, where: str = "config") -> Config:
+    """Defaults updated by a nested dict (e.g. a parsed YAML preset); unknown keys raise RecvosError."""
+    cfg = Config()
+    if data:
+        if not isinstance(data, dict):
+            raise RecvosError(f"{where} must be a YAML mapping of sections (model:, data:, train:, ...)")
+        _apply(cfg, data, "", where)
+    return validate_config(cfg)
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Plain nested dict (YAML/JSON/torch.save(weights_only) friendly)."""
+    return dataclasses.asdict(cfg)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"a.b=1e-3"`` -> ``("a.b", 0.001)`` (value parsed as YAML)."""
+    if "=" not in text:
+        raise RecvosError(f"override {text!r} must look like key=value (e.g. train.steps=100)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise RecvosError(f"override {text!r}: value is not valid YAML ({e.__class__.__name__})") from None
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string; users mean the number
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Set dotted keys in place (``model.options.<name>`` may add new option names)."""
+    for text in overrides:
+        key, value = parse_override(text)
+        parts = key.split(".")
+        if parts[:2] == ["model", "options"] and len(parts) >= 3:
+            d = cfg.model.options
+            for p in parts[2:-1]:
+                d = d.setdefault(p, {})
+            d[parts[-1]] = value
+            continue
+        nested: dict = {}
+        cur = nested
+        for p in parts[:-1]:
+            cur = cur.setdefault(p, {})
+        cur[parts[-1]] = value
+        _apply(cfg, nested, "", f"override {text!r}")
+    return validate_config(cfg)
+
+
+def validate_config(cfg: Config) -> Config:
+    """Check choices and ranges; raise RecvosError naming the key."""
+    for key, choices in _CHOICES.items():
+        sect, name = key.split(".")
+        v = getattr(getattr(cfg, sect), name)
+        if v not in choices:
+            raise RecvosError(f"config key {key!r} must be one of {', '.join(choices)}, got {v!r}")
+    for key in ("data.size", "val.size", "data.synthetic.size"):
+        obj: Any = cfg
+        for p in key.split("."):
+            obj = getattr(obj, p)
+        if len(obj) != 2 or min(obj) < 8:
+            raise RecvosError(f"config key {key!r} must be [H, W] with H, W >= 8, got {obj!r}")
+    d, t = cfg.data, cfg.train
+    if d.num_frames < 1:
+        raise RecvosError(f"config key 'data.num_frames' must be >= 1, got {d.num_frames}")
+    if d.num_frames_max is not None and d.num_frames_max < d.num_frames:
+        raise RecvosError("config key 'data.num_frames_max' must be >= data.num_frames (or null)")
+    for key, v in (("data.max_stride", d.max_stride), ("data.max_objects", d.max_objects),
+                   ("train.batch_size", t.batch_size), ("train.accumulate", t.accumulate),
+                   ("train.steps", t.steps), ("data.clips_per_epoch", d.clips_per_epoch),
+                   ("train.keep_last", t.keep_last)):
+        if v < 1:
+            raise RecvosError(f"config key {key!r} must be >= 1, got {v}")
+    mix = d.mix
+    if min(mix.real, mix.composite, mix.synthetic) < 0 or mix.real + mix.composite + mix.synthetic <= 0:
+        raise RecvosError("config keys data.mix.{real,composite,synthetic} must be >= 0 with a positive sum")
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults < the YAML preset at ``path`` < ``overrides`` (``["key=value", ...]``)."""
+    data: dict = {}
+    where = "config"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        if not path.is_file():
+            raise RecvosError(f"config file {path} does not exist; pass a preset from configs/ (e.g. configs/smoke_synthetic.yaml)")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise RecvosError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    cfg = config_from_dict(data, where)
+    return apply_overrides(cfg, list(overrides or []))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomic)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    tmp.replace(path)

@@ -1,0 +1,106 @@
+"""Process-group set-up decided at run time: one process (CPU or one GPU) or ``torchrun`` (DDP).
+
+``torchrun --nproc_per_node=K`` sets ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``; with ``WORLD_SIZE > 1`` the
+process group is initialised with NCCL on CUDA and gloo on CPU. The environment is read when
+:func:`init_distributed` is called, never at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from recvos.errors import RecvosError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    initialized_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """"auto" -> cuda:<local_rank> when CUDA is available, else cpu; "cuda" -> cuda:<local_rank>."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RecvosError("train.device=cuda but CUDA is not available; use train.device=cpu or auto")
+        return torch.device("cuda", local_rank)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise RecvosError(f"train.device={name!r} is not a torch device (use auto, cpu, cuda, cuda:N)") from None
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Read the torchrun environment and initialise the process group when WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+    dev = resolve_device(device, local_rank if world > 1 else 0)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    info = DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
+    if world > 1:
+        if dist.is_initialized():
+            return info
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world)
+        info.initialized_here = True
+        log.info("process group: %s, rank %d of %d on %s", backend, rank, world, dev)
+    return info
+
+
+def cleanup_distributed(info: DistInfo) -> None:
+    if info.initialized_here and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.distributed:
+        dist.barrier()
+
+
+def any_true(flag: bool, info: DistInfo) -> bool:
+    """True on every rank if ``flag`` is True on any rank."""
+    if not info.distributed:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's ``obj`` (a list of length world_size), or ``[obj]`` in one process."""
+    if not info.distributed:
+        return [obj]
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, info: DistInfo, src: int = 0) -> Any:
+    if not info.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]

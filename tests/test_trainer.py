@@ -1,0 +1,363 @@
+"""Trainer: learning on synthetic clips, exact resume, checkpoints, NaN/full-disk/bad data, curriculum, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recvos.errors import RecvosError
+from recvos.models.base import RecurrentState, RecurrentVOS, StepOutput
+from recvos.training.checkpoint import CheckpointManager, atomic_save, load_training_checkpoint
+from recvos.training.config import load_config
+from recvos.training.trainer import ClipUnroll, Trainer, WarmupCosine, loss_weights, param_groups
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def tiny_cfg(out: Path, *extra: str):
+    """The smoke preset shrunk further: 48x48, hidden 16, 2 objects, T=3, no TensorBoard/progress/validation."""
+    return load_config(CONFIGS / "smoke_synthetic.yaml", [
+        f"out={out}", "train.progress=false", "train.tensorboard=false", "val.every=0",
+        "data.size=[48, 48]", "data.synthetic.size=[48, 48]", "model.options.hidden_size=16", *extra,
+    ])
+
+
+def logged_losses(run: Path) -> dict[int, float]:
+    out = {}
+    for line in (run / "logs.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if "loss" in rec:
+            out[rec["step"]] = rec["loss"]
+    return out
+
+
+@pytest.mark.slow
+def test_smoke_training_reduces_loss(tmp_path):
+    cfg = load_config(CONFIGS / "smoke_synthetic.yaml", [
+        f"out={tmp_path / 'run'}", "train.progress=false", "train.tensorboard=false", "val.every=0",
+        "augment.enabled=false", "curriculum.own_masks_from_step=null", "train.steps=40", "train.ckpt_every=40",
+    ])
+    res = Trainer(cfg).fit()
+    losses = res.losses
+    assert len(losses) == 40 and all(np.isfinite(losses))
+    first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    assert last < 0.8 * first, (first, last)
+
+
+def test_resume_after_interrupt_reproduces_losses(tmp_path):
+    extra = ["train.steps=6", "train.ckpt_every=2", "train.keep_last=5", "optim.freeze_backbone_steps=3",
+             "curriculum.own_masks_from_step=4", "optim.schedule=cosine", "optim.warmup_steps=2"]
+    full = tiny_cfg(tmp_path / "full", *extra)
+    Trainer(full).fit()
+    ref = logged_losses(tmp_path / "full")
+    assert sorted(ref) == [1, 2, 3, 4, 5, 6]
+
+    crash = tiny_cfg(tmp_path / "crash", *extra)
+    Trainer(crash, stop_after=3).fit()  # dies after step 3: the last checkpoint is step 2
+    mgr = CheckpointManager(tmp_path / "crash")
+    assert [s for s, _ in mgr.list()] == [2]
+    res = Trainer(crash, resume=True).fit()
+    assert res.step == 6
+    got = logged_losses(tmp_path / "crash")
+    assert sorted(got) == [1, 2, 3, 4, 5, 6]  # the lost step 3 was logged again, not twice
+    assert got == ref  # exactly the same losses on CPU
+    # and the same final weights
+    a = load_training_checkpoint(CheckpointManager(tmp_path / "full").path_for(6))["state_dict"]
+    b = load_training_checkpoint(mgr.path_for(6))["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_contents_rotation_and_factory_load(tmp_path):
+    from recvos.models.factory import load_checkpoint
+
+    cfg = tiny_cfg(tmp_path / "run", "train.steps=3", "train.ckpt_every=1", "train.keep_last=2")
+    Trainer(cfg).fit()
+    mgr = CheckpointManager(tmp_path / "run", keep_last=2)
+    assert [s for s, _ in mgr.list()] == [2, 3]
+    ck = load_training_checkpoint(mgr.path_for(3))
+    for key in ("format", "model_name", "model_config", "state_dict", "optimizer", "scheduler", "scaler", "step",
+                "rng", "sampler", "config"):
+        assert key in ck, key
+    assert ck["step"] == 3 and ck["sampler"]["micro_batch"] == 3 and ck["config"]["train"]["steps"] == 3
+    model = load_checkpoint(mgr.path_for(3))
+    assert model.name == "rvos-t"
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    assert not list((tmp_path / "run" / "checkpoints").glob(".*tmp"))
+    # a second run into the same folder must not silently mix with it
+    with pytest.raises(RecvosError, match="--resume"):
+        Trainer(tiny_cfg(tmp_path / "run", "train.steps=3")).fit()
+
+
+def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    import recvos.training.checkpoint as ckmod
+
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def failing_save(obj, f, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real_save(obj, f, *a, **kw)
+        f.write(b"partial checkpoint bytes")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckmod.torch, "save", failing_save)
+    cfg = tiny_cfg(tmp_path / "run", "train.steps=4", "train.ckpt_every=2")
+    with pytest.raises(RecvosError, match="could not write checkpoint.*previous checkpoint is kept"):
+        Trainer(cfg).fit()
+    monkeypatch.setattr(ckmod.torch, "save", real_save)
+    mgr = CheckpointManager(tmp_path / "run")
+    assert [s for s, _ in mgr.list()] == [2]
+    assert load_training_checkpoint(mgr.path_for(2))["step"] == 2
+    assert not list(mgr.dir.glob(".*tmp"))
+
+
+def test_atomic_save_replaces_only_on_success(tmp_path, monkeypatch):
+    p = tmp_path / "x.pt"
+    atomic_save({"a": torch.ones(2)}, p)
+
+    def boom(obj, f, *a, **kw):
+        f.write(b"xx")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("recvos.training.checkpoint.torch.save", boom)
+    with pytest.raises(RecvosError, match="x.pt"):
+        atomic_save({"a": torch.zeros(2)}, p)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(p, weights_only=True)["a"], torch.ones(2))
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["x.pt"]
+
+
+def test_nan_loss_stops_with_clear_message(tmp_path, monkeypatch):
+    from recvos.losses import VOSLoss
+
+    real = VOSLoss.forward
+    calls = {"n": 0}
+
+    def nan_on_third(self, *a, **kw):
+        out = real(self, *a, **kw)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            out.total = out.total * float("nan")
+            out.terms["total"] = float("nan")
+        return out
+
+    monkeypatch.setattr(VOSLoss, "forward", nan_on_third)
+    cfg = tiny_cfg(tmp_path / "run", "train.steps=5", "train.ckpt_every=2")
+    with pytest.raises(RecvosError, match=r"loss is nan at step 3.*last good checkpoint: .*step_00000002\.pt"):
+        Trainer(cfg).fit()
+    mgr = CheckpointManager(tmp_path / "run")
+    assert [s for s, _ in mgr.list()] == [2]
+    assert load_training_checkpoint(mgr.path_for(2))["step"] == 2
+
+
+def test_bad_training_data(tmp_path):
+    from recvos.data.clips import ArrayVideo
+    from recvos.data.masks import write_mask
+    from recvos.data.synthetic import write_synthetic_dataset
+
+    short = [ArrayVideo("s", np.zeros((2, 32, 32, 3), np.uint8), np.ones((2, 32, 32), np.int64))]
+    with pytest.raises(RecvosError, match="lower data.num_frames"):
+        Trainer(tiny_cfg(tmp_path / "a", "data.mix.real=1", "data.mix.synthetic=0"), train_videos=short).fit()
+    root = write_synthetic_dataset(tmp_path / "data", num_videos=2, num_frames=4, size=(32, 32))
+    for png in (root / "Annotations").rglob("*.png"):
+        write_mask(png, np.zeros((32, 32), np.int64))
+    cfg = tiny_cfg(tmp_path / "b", "data.kind=folder", f"data.root={root}", "data.split=null", "data.mix.real=1",
+                   "data.mix.synthetic=0")
+    with pytest.raises(RecvosError, match="no sequence has annotated objects"):
+        Trainer(cfg).fit()
+    with pytest.raises(RecvosError, match="data.root"):
+        Trainer(tiny_cfg(tmp_path / "c", "data.kind=folder", "data.mix.real=1")).fit()
+
+
+class _Recorder(RecurrentVOS):
+    """A stub one-shot model: logits = 10 * (2 * prev - 1); records the prev masks it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+        self.seen: list[torch.Tensor] = []
+
+    def init_state(self, frame, masks):
+        return RecurrentState(num_objects=masks.shape[1])
+
+    def step(self, frame, state, prev_masks):
+        self.seen.append(prev_masks.detach().clone())
+        logits = self.w * 10 * (2 * prev_masks - 1) - 3.0
+        return StepOutput(logits=logits, objectness=torch.ones(logits.shape[:2]), state=state)
+
+
+def test_unroll_teacher_forcing_and_own_masks():
+    B, T, n_obj = 1, 4, 2
+    masks = torch.zeros(B, T, n_obj, 4, 4)
+    masks[:, :, 0, :2] = 1
+    masks[:, 2:, 1, 2:] = 1  # object 1 appears at frame 2
+    valid = torch.tensor([[[1, 0], [1, 0], [1, 1], [1, 1]]], dtype=torch.bool)
+    frames = torch.rand(B, T, 3, 4, 4)
+    m = _Recorder()
+    ClipUnroll(m)(frames, masks, valid, zero_shot=False, teacher=True)
+    assert torch.equal(m.seen[0], masks[:, 0] * torch.tensor([1.0, 0.0])[None, :, None, None])
+    for t in range(1, T):  # teacher forcing: ground truth where valid
+        assert torch.equal(m.seen[t][:, 0], masks[:, t - 1, 0])
+    assert torch.equal(m.seen[3][:, 1], masks[:, 2, 1])  # the new object is fed its ground truth
+    m2 = _Recorder()
+    logits, _ = ClipUnroll(m2)(frames, masks, valid, zero_shot=False, teacher=False)
+    own = torch.sigmoid(logits)
+    assert torch.allclose(m2.seen[2][:, 0], own[:, 1, 0])  # own prediction fed back
+    assert torch.equal(m2.seen[3][:, 1], masks[:, 2, 1])  # a newly appearing object is introduced with its GT
+    assert torch.allclose(m2.seen[3][:, 0], own[:, 2, 0])
+    # loss weights: one-shot skips each object's first valid frame (its mask was the input)
+    w = loss_weights(valid, torch.tensor([[True, True]]), zero_shot=False, first_frame=False)
+    assert w[0].tolist() == [[False, False], [True, False], [True, False], [True, True]]
+
+
+def test_schedule_and_param_groups():
+    s = WarmupCosine(warmup=4, total=14, min_ratio=0.1)
+    assert s(0) == pytest.approx(0.25) and s(3) == pytest.approx(1.0)
+    assert s(4) == pytest.approx(1.0) and s(9) == pytest.approx(0.55) and s(14) == pytest.approx(0.1)
+    assert WarmupCosine(0, 10, schedule="constant")(7) == 1.0
+    from recvos.models.factory import build_model
+
+    model = build_model("rvos-t", backbone="efficientnet_lite0", hidden_size=16)
+    groups = param_groups(model, lr=1e-3, backbone_lr=1e-5, weight_decay=0.1)
+    by = {g["name"]: g for g in groups}
+    assert by["backbone"]["lr"] == 1e-5 and by["head"]["lr"] == 1e-3
+    assert by["head_nodecay"]["weight_decay"] == 0.0
+    n = sum(p.numel() for g in groups for p in g["params"])
+    assert n == sum(p.numel() for p in model.parameters())
+
+
+def test_zero_shot_and_s2s_variable_length(tmp_path):
+    res = Trainer(tiny_cfg(tmp_path / "zs", "model.name=rvos-s", "model.options.mode=zero-shot",
+                           "model.options.max_objects=3", "train.task=zero-shot", "train.steps=2")).fit()
+    assert len(res.losses) == 2 and all(np.isfinite(res.losses))
+    recs = [json.loads(x) for x in (tmp_path / "zs" / "logs.jsonl").read_text().splitlines()]
+    assert "objectness" in recs[0]
+    cfg = tiny_cfg(tmp_path / "s2s", "model.name=s2s", "model.options={hidden_size: 16, decoder_dims: [8, 8, 8, 8, 8]}",
+                   "data.num_frames=2", "data.num_frames_max=4", "data.max_objects=1", "loss.bce=1", "train.steps=3")
+    res = Trainer(cfg).fit()
+    assert len(res.losses) == 3 and all(np.isfinite(res.losses))
+    with pytest.raises(RecvosError, match="zero-shot"):
+        Trainer(tiny_cfg(tmp_path / "bad", "model.name=s2s", "model.options={}", "train.task=zero-shot")).fit()
+
+
+def test_cli_train_and_resume(tmp_path, capsys):
+    from recvos.cli.main import main
+
+    run = tmp_path / "run"
+    common = ["train.progress=false", "train.tensorboard=false", "val.every=0", "data.size=[48, 48]",
+              "data.synthetic.size=[48, 48]", "model.options.hidden_size=16", "train.ckpt_every=1"]
+    assert main(["train", "--config", str(CONFIGS / "smoke_synthetic.yaml"), "--out", str(run), "train.steps=1", *common]) == 0
+    assert main(["train", "--resume", str(run), "train.steps=2"]) == 0
+    assert sorted(logged_losses(run)) == [1, 2]
+    assert main(["train", "--config", str(CONFIGS / "smoke_synthetic.yaml"), "train.stepz=2"]) == 2
+    assert "train.steps" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+
+
+def test_validation_logs_jf_and_keeps_best(tmp_path):
+    cfg = tiny_cfg(tmp_path / "run", "train.steps=4", "train.ckpt_every=4", "train.keep_last=1", "val.every=2",
+                   "val.synthetic=2", "val.max_frames=4", "val.size=[48, 48]", "train.tensorboard=true",
+                   "train.image_every=2")
+    res = Trainer(cfg).fit()
+    vals = [json.loads(x) for x in (tmp_path / "run" / "logs.jsonl").read_text().splitlines()]
+    vals = [r for r in vals if "val" in r]
+    assert [r["step"] for r in vals] == [2, 4]
+    jf = [r["val"]["J&F-Mean"] for r in vals]
+    assert all(0.0 <= v <= 1.0 for v in jf)
+    assert res.best_jf == pytest.approx(max(jf))
+    best = load_training_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    assert best["step"] == [2, 4][int(np.argmax(jf))] and best["best_jf"] == pytest.approx(max(jf))
+    # keep_last=1 rotated step 2 away; best.pt survives on its own
+    assert [s for s, _ in CheckpointManager(tmp_path / "run").list()] == [4]
+    assert list((tmp_path / "run" / "tb").glob("events.*"))
+
+
+def test_validate_perfect_model_scores_one():
+    """predict_sequence + evaluate_arrays: a model that copies its previous mask is perfect on a still video."""
+    from recvos.data.clips import ArrayVideo
+    from recvos.training.trainer import validate
+
+    masks = np.zeros((5, 16, 16), np.int64)
+    masks[:, 2:8, 2:8] = 1
+    masks[:, 9:14, 9:14] = 2
+    video = ArrayVideo("still", np.zeros((5, 16, 16, 3), np.uint8), masks)
+    metrics = validate(_Recorder(), [video], zero_shot=False, size=(16, 16), max_frames=5, device=torch.device("cpu"))
+    assert metrics["J&F-Mean"] == pytest.approx(1.0)
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("preset", ["rvos_oneshot_davis2016.yaml", "rvos_zeroshot_davis2016.yaml"])
+def test_davis2016_presets_run(davis2016_root, tmp_path, preset):
+    """The DAVIS presets train (composite clips from real data) and validate on DAVIS-2016 val, shrunk."""
+    cfg = load_config(CONFIGS / preset, [
+        f"out={tmp_path / 'run'}", f"data.root={davis2016_root}", f"val.root={davis2016_root}",
+        "train.progress=false", "train.tensorboard=false", "model.options.backbone_weights=null",
+        "model.options.hidden_size=16", "data.size=[64, 112]", "data.num_frames=3", "data.num_workers=0",
+        "train.batch_size=1", "train.steps=2", "val.every=2", "val.max_sequences=1", "val.max_frames=4",
+        "val.size=[64, 112]",
+    ])
+    res = Trainer(cfg).fit()
+    assert res.step == 2 and res.best_jf is not None and 0.0 <= res.best_jf <= 1.0
+
+
+@pytest.mark.slow
+def test_kill9_then_resume_matches_uninterrupted(tmp_path):
+    """A real `recvos train` process killed with SIGKILL mid-run, resumed with --resume: same losses."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from recvos.cli.main import main
+
+    args = ["train.progress=false", "train.tensorboard=false", "val.every=0", "data.size=[48, 48]",
+            "data.synthetic.size=[48, 48]", "model.options.hidden_size=16", "train.steps=16", "train.ckpt_every=2",
+            "train.keep_last=2"]
+    ref = tmp_path / "ref"
+    Trainer(load_config(CONFIGS / "smoke_synthetic.yaml", [f"out={ref}", *args])).fit()
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recvos", "train", "--config", str(CONFIGS / "smoke_synthetic.yaml"), "--out", str(run), *args],
+        env={**os.environ, "OMP_NUM_THREADS": "2"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    logs = run / "logs.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if logs.is_file() and len(logs.read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = len(logs.read_text().splitlines())
+    assert killed_at < 16
+    saved = [s for s, _ in CheckpointManager(run).list()]
+    assert saved and killed_at - saved[-1] <= 2  # at most ckpt_every steps lost
+    assert main(["train", "--resume", str(run)]) == 0
+    assert logged_losses(run) == logged_losses(ref)
+
+
+def test_backbone_frozen_for_first_steps(tmp_path):
+    from recvos.models.factory import build_model
+    from recvos.training.trainer import backbone_param_names
+
+    model = build_model("rvos-t", backbone="efficientnet_lite0", hidden_size=16)
+    names = backbone_param_names(model)
+    assert names and all(n.startswith("backbone.") for n in names)
+    init = {k: v.detach().clone() for k, v in model.named_parameters()}
+    cfg = tiny_cfg(tmp_path / "run", "train.steps=2", "train.ckpt_every=1", "optim.freeze_backbone_steps=1",
+                   "optim.weight_decay=0.1")
+    Trainer(cfg, model=model).fit()
+    mgr = CheckpointManager(tmp_path / "run")
+    s1 = load_training_checkpoint(mgr.path_for(1))["state_dict"]
+    s2 = load_training_checkpoint(mgr.path_for(2))["state_dict"]
+    assert all(torch.equal(s1[n], init[n]) for n in names)  # step 1: frozen (no update, no weight decay)
+    assert not all(torch.equal(s2[n], init[n]) for n in names)  # step 2: trained
+    head = [n for n in init if n not in names]
+    assert not all(torch.equal(s1[n], init[n]) for n in head)
