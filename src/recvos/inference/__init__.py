@@ -1,1 +1,32 @@
-"""recvos.inference"""
+"""recvos.inference: the streaming segmenter, online learning, overlays and whole-video/dataset jobs.
+
+Names are imported lazily on first access; importing this package does nothing else.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "Segmenter": "recvos.inference.segmenter",
+    "InferenceState": "recvos.inference.segmenter",
+    "FinetuneResult": "recvos.inference.segmenter",
+    "load_model": "recvos.inference.segmenter",
+    "processing_size": "recvos.inference.segmenter",
+    "finetune": "recvos.inference.online",
+    "blend": "recvos.inference.overlay",
+    "OverlayWriter": "recvos.inference.overlay",
+    "default_checkpoint_path": "recvos.inference.default",
+    "segment_to_folder": "recvos.inference.pipelines",
+    "predict_dataset": "recvos.inference.pipelines",
+    "shard_names": "recvos.inference.pipelines",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'recvos.inference' has no attribute {name!r}")

@@ -1,0 +1,161 @@
+"""Online learning (S2S "OL"): fine-tune a model on one video's annotated frame(s) before segmenting it.
+
+Training pairs come from an annotated frame alone: one random affine warp (zoom, crop, flip, rotation,
+shear, translation) and colour jitter drawn for the pair, plus a small second warp per frame, so the first
+image plays the previous frame (its warped mask is the previous mask) and the second the current frame.
+Defaults are cautious: the backbone stays frozen, the model stays in eval mode (BatchNorm statistics are not
+updated, no dropout), few steps, and the result is validated on held-out warps — fine-tuned weights are kept
+only if their IoU there is not worse than the original weights'. Restoring the original weights after the
+video is the caller's job (:class:`~recvos.inference.segmenter.Segmenter` does it).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from recvos.data.transforms import ClipTransform
+from recvos.errors import RecvosError
+from recvos.losses import bce_loss, soft_iou_loss
+from recvos.models.backbones import Backbone
+from recvos.models.base import RecurrentVOS
+
+log = logging.getLogger(__name__)
+
+
+def pair_transform(size: tuple[int, int]) -> ClipTransform:
+    """The augmentation for online pairs at the processing ``size`` (h, w): moderate shared warp + motion."""
+    return ClipTransform(
+        size,
+        scale=(0.95, 1.2),
+        hflip=0.5,
+        rotate=10.0,
+        shear=5.0,
+        translate=0.05,
+        brightness=0.2,
+        contrast=0.2,
+        saturation=0.2,
+        hue=0.02,
+        jitter_translate=0.04,
+        jitter_rotate=4.0,
+        jitter_scale=0.04,
+    )
+
+
+def make_pair(
+    frame: np.ndarray, ids: np.ndarray, transform: ClipTransform, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One (previous, current) pair from a frame: uint8 [H, W, 3] and ids int [Hm, Wm] over 1..K ->
+    frames float [1, 2, 3, h, w] in [0, 1] and masks float [1, 2, K, h, w]."""
+    k = int(ids.max())
+    f, m = transform(np.stack([frame, frame]), np.stack([ids, ids]), rng)
+    frames = torch.from_numpy(f).permute(0, 3, 1, 2).float().div(255)[None]
+    masks = torch.from_numpy(m)[:, None] == torch.arange(1, k + 1)[None, :, None, None]
+    return frames, masks.float()[None]
+
+
+def trainable_parameters(model: RecurrentVOS, train_backbone: bool = False) -> list[torch.nn.Parameter]:
+    """All parameters except those of :class:`Backbone` submodules (unless ``train_backbone``)."""
+    frozen: set[int] = set()
+    if not train_backbone:
+        for mod in model.modules():
+            if isinstance(mod, Backbone):
+                frozen.update(id(p) for p in mod.parameters())
+    return [p for p in model.parameters() if id(p) not in frozen]
+
+
+def _pair_loss(model: RecurrentVOS, frames: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    out = model.forward_clip(frames, masks[:, 0], teacher_masks=masks, include_first=True)
+    return (bce_loss(out.logits, masks) + soft_iou_loss(torch.sigmoid(out.logits), masks)).mean()
+
+
+@torch.no_grad()
+def pair_iou(model: RecurrentVOS, pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Mean IoU of the current-frame prediction (probability > 0.5) over objects and pairs."""
+    scores = []
+    for frames, masks in pairs:
+        out = model.forward_clip(frames, masks[:, 0], teacher_masks=masks, include_first=True)
+        pred = out.logits[:, 1] > 0
+        gt = masks[:, 1] > 0.5
+        inter = (pred & gt).flatten(2).sum(-1).float()
+        union = (pred | gt).flatten(2).sum(-1).float()
+        scores.append(torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).flatten())
+    return float(torch.cat(scores).mean()) if scores else 0.0
+
+
+def finetune(
+    model: RecurrentVOS,
+    samples: Sequence[tuple[np.ndarray, np.ndarray]],
+    size: tuple[int, int],
+    steps: int = 50,
+    *,
+    lr: float = 5e-5,
+    seed: int = 0,
+    train_backbone: bool = False,
+    val_pairs: int = 4,
+    tolerance: float = 0.0,
+):
+    """Fine-tune ``model`` in place on pairs warped from ``samples`` [(frame uint8 [H, W, 3], ids int [Hm, Wm]
+    over 1..K)] at the processing ``size`` (h, w) with Adam; returns a FinetuneResult.
+
+    The fine-tuned weights are kept only if the IoU on ``val_pairs`` held-out warps is at least the original
+    IoU minus ``tolerance``; otherwise the original weights are put back.
+    """
+    from recvos.inference.segmenter import FinetuneResult
+
+    if steps < 0:
+        raise RecvosError(f"online learning steps must be >= 0, got {steps}")
+    samples = [(f, i) for f, i in samples if i.max() > 0]
+    if not samples:
+        raise RecvosError("online learning needs at least one annotated frame with an object")
+    t0 = time.perf_counter()
+    device = next(model.parameters()).device
+    transform = pair_transform(size)
+    rng = np.random.default_rng(seed)
+    val_rng = np.random.default_rng(seed + 10_000)
+
+    def draw(g: np.random.Generator, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        frame, ids = samples[k % len(samples)]
+        f, m = make_pair(frame, ids, transform, g)
+        return f.to(device), m.to(device)
+
+    held_out = [draw(val_rng, k) for k in range(max(1, val_pairs))]
+    params = trainable_parameters(model, train_backbone)
+    if not params or steps == 0:
+        iou = pair_iou(model, held_out)
+        return FinetuneResult(time.perf_counter() - t0, 0, iou, iou, False)
+    was_training = model.training
+    flags = {id(p): p.requires_grad for p in model.parameters()}
+    backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.eval()  # frozen BatchNorm statistics, no dropout
+    try:
+        iou_before = pair_iou(model, held_out)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.Adam(params, lr=lr)
+        with torch.enable_grad():
+            for step in range(steps):
+                frames, masks = draw(rng, step)
+                loss = _pair_loss(model, frames, masks)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        iou_after = pair_iou(model, held_out)
+        kept = iou_after >= iou_before - tolerance
+        if not kept:
+            model.load_state_dict(backup)
+            log.info("online learning made held-out IoU worse (%.3f -> %.3f): reverted", iou_before, iou_after)
+    except BaseException:
+        model.load_state_dict(backup)
+        raise
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(flags[id(p)])
+        model.train(was_training)
+    return FinetuneResult(time.perf_counter() - t0, steps, iou_before, iou_after, kept)

@@ -1,0 +1,112 @@
+"""Online learning: pairs from one frame, frozen backbone, validation, and no leak into the next video."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recvos.data.synthetic import synthetic_clip
+from recvos.errors import RecvosError
+from recvos.inference.online import make_pair, pair_transform, trainable_parameters
+from recvos.inference.segmenter import Segmenter
+from recvos.models.backbones import Backbone
+from recvos.models.factory import build_model
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return synthetic_clip(5, num_frames=4, size=(48, 64), num_objects=2)
+
+
+@pytest.fixture()
+def seg() -> Segmenter:
+    torch.manual_seed(0)
+    return Segmenter(build_model("rvos-t", hidden_size=16))
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_make_pair_shapes_and_motion(clip):
+    rng = np.random.default_rng(0)
+    frames, masks = make_pair(clip.frames[0], clip.masks[0], pair_transform((48, 64)), rng)
+    assert frames.shape == (1, 2, 3, 48, 64) and masks.shape == (1, 2, 2, 48, 64)
+    assert 0 <= float(frames.min()) and float(frames.max()) <= 1
+    assert set(torch.unique(masks).tolist()) <= {0.0, 1.0}
+    assert not torch.equal(masks[0, 0], masks[0, 1])  # the two frames differ by a warp
+
+
+def test_finetune_changes_weights_then_propagate_restores_them(seg, clip):
+    before = snapshot(seg.model)
+    state = seg.init_state(list(clip.frames))
+    seg.add_mask(state, 0, clip.masks[0])
+    seconds = seg.finetune(state, steps=3, lr=1e-2, tolerance=1.0)  # tolerance: always keep
+    assert seconds > 0 and state.finetune_result.kept and state.finetune_result.steps == 3
+    tuned = snapshot(seg.model)
+    assert not same(before, tuned)
+    # the backbone is frozen by default: only the decoder changed
+    bb = {k for k in before if k.startswith("backbone.")}
+    assert bb and all(torch.equal(before[k], tuned[k]) for k in bb)
+    assert all(p.requires_grad for p in seg.model.parameters())  # flags restored
+    assert not seg.model.training
+    list(seg.propagate(state))
+    assert same(before, snapshot(seg.model))
+
+
+def test_finetuning_does_not_leak_into_the_next_video(seg, clip):
+    before = snapshot(seg.model)
+    state = seg.init_state(list(clip.frames))
+    seg.add_mask(state, 0, clip.masks[0])
+    seg.finetune(state, steps=2, lr=1e-2, tolerance=1.0)
+    other = seg.init_state(list(clip.frames[::-1]))  # the next video, before propagating the first one
+    assert same(before, snapshot(seg.model))
+    seg.add_mask(other, 0, clip.masks[-1])
+    ref = Segmenter(build_model("rvos-t", hidden_size=16))
+    ref.model.load_state_dict(before)
+    a = [ids for _, _, ids in seg.propagate(other)]
+    ref_state = ref.init_state(list(clip.frames[::-1]))
+    ref.add_mask(ref_state, 0, clip.masks[-1])
+    b = [ids for _, _, ids in ref.propagate(ref_state)]
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_early_stop_of_propagation_restores_weights(seg, clip):
+    before = snapshot(seg.model)
+    state = seg.init_state(list(clip.frames))
+    seg.add_mask(state, 0, clip.masks[0])
+    seg.finetune(state, steps=1, lr=1e-2, tolerance=1.0)
+    gen = seg.propagate(state)
+    next(gen)
+    gen.close()
+    assert same(before, snapshot(seg.model))
+
+
+def test_worse_weights_are_reverted(seg, clip):
+    before = snapshot(seg.model)
+    state = seg.init_state(list(clip.frames))
+    seg.add_mask(state, 0, clip.masks[0])
+    seg.finetune(state, steps=1, lr=1e-2, tolerance=-2.0)  # impossible to pass: must revert
+    res = state.finetune_result
+    assert not res.kept and 0 <= res.iou_before <= 1
+    assert same(before, snapshot(seg.model))
+
+
+def test_trainable_parameters_exclude_backbones():
+    model = build_model("rvos-t", hidden_size=16)
+    backbone = {id(p) for m in model.modules() if isinstance(m, Backbone) for p in m.parameters()}
+    params = trainable_parameters(model)
+    assert backbone and params and not backbone & {id(p) for p in params}
+    assert len(trainable_parameters(model, train_backbone=True)) == len(list(model.parameters()))
+
+
+def test_finetune_needs_masks(seg, clip):
+    state = seg.init_state(list(clip.frames))
+    with pytest.raises(RecvosError, match="needs masks"):
+        seg.finetune(state, steps=1)

@@ -1,0 +1,379 @@
+"""The streaming segmenter: laziness, prompts on any frame, ids, sizes, zero-shot, bad input."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from recvos.data.frames import FrameSource
+from recvos.data.synthetic import synthetic_clip
+from recvos.errors import RecvosError
+from recvos.inference.segmenter import Segmenter, load_model, processing_size
+from recvos.models.factory import build_model, save_model
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return synthetic_clip(3, num_frames=6, size=(48, 64), num_objects=2)
+
+
+@pytest.fixture(scope="module")
+def seg() -> Segmenter:
+    torch.manual_seed(0)
+    return Segmenter(build_model("rvos-st", hidden_size=16), max_size=240)
+
+
+@pytest.fixture(scope="module")
+def zseg() -> Segmenter:
+    torch.manual_seed(0)
+    return Segmenter(build_model("rvos-st", mode="zero-shot", hidden_size=16, max_objects=3))
+
+
+class CountingSource(FrameSource):
+    """A FrameSource that counts the frames it yields and fails past ``fail_after`` frames."""
+
+    def __init__(self, frames: np.ndarray, fail_after: int | None = None) -> None:
+        self.frames = frames
+        self.fail_after = fail_after
+        self.read = 0
+
+    @property
+    def num_frames(self):
+        return len(self.frames)
+
+    @property
+    def size(self):
+        return self.frames.shape[1:3]
+
+    @property
+    def fps(self):
+        return 10.0
+
+    @property
+    def frame_names(self):
+        return [f"f{i:03d}" for i in range(len(self.frames))]
+
+    def __iter__(self):
+        for i, f in enumerate(self.frames):
+            if self.fail_after is not None and i >= self.fail_after:
+                raise RuntimeError(f"read past frame {self.fail_after}")
+            self.read += 1
+            yield f
+
+
+def test_processing_size():
+    assert processing_size((480, 854), 240) == (240, 427)
+    assert processing_size((854, 480), 240) == (427, 240)
+    assert processing_size((120, 160), 240) == (120, 160)  # never upscaled
+    assert processing_size((480, 854), None) == (480, 854)
+
+
+def test_streaming_is_lazy_for_generators(seg, clip):
+    reads = []
+
+    def frames():
+        for i, f in enumerate(clip.frames):
+            if i >= 3:
+                raise RuntimeError("read too far")
+            reads.append(i)
+            yield f
+
+    state = seg.init_state(frames())
+    assert reads == [0]  # only the first frame, to size the video
+    seg.add_mask(state, 0, clip.masks[0])
+    it = seg.propagate(state)
+    got = [next(it)[0] for _ in range(3)]
+    it.close()
+    assert got == [0, 1, 2] and reads == [0, 1, 2]
+
+
+def test_streaming_is_lazy_for_frame_sources(seg, clip):
+    src = CountingSource(clip.frames, fail_after=2)
+    state = seg.init_state(src)
+    assert src.read == 0
+    seg.add_mask(state, 0, clip.masks[0])
+    for idx, _, _ in seg.propagate(state):
+        if idx == 1:
+            break
+    assert src.read == 2
+    assert state.frame_name(1) == "f001"
+
+
+def test_first_frame_prompt_is_returned_exactly_and_at_input_size(seg, clip):
+    state = seg.init_state(list(clip.frames))
+    ids = np.where(clip.masks[0] == 1, 42, np.where(clip.masks[0] == 2, 7, 0))
+    assert seg.add_mask(state, 0, ids) == [7, 42]
+    out = list(seg.propagate(state))
+    assert [o[0] for o in out] == list(range(6))
+    assert all(o[1] == [42, 7] or o[1] == [7, 42] for o in out)
+    np.testing.assert_array_equal(out[0][2], ids)
+    assert all(o[2].shape == (48, 64) and set(np.unique(o[2])) <= {0, 7, 42} for o in out)
+
+
+def test_object_added_later_appears_from_its_frame(seg, clip):
+    state = seg.init_state(list(clip.frames))
+    seg.add_mask(state, 0, {5: clip.masks[0] == 1})
+    seg.add_mask(state, 3, {9: clip.masks[3] == 2})
+    for idx, obj_ids, probs in seg.propagate(state, return_probs=True):
+        assert obj_ids == ([5] if idx < 3 else [5, 9])
+        assert probs.shape == (len(obj_ids), 48, 64) and probs.dtype == np.float32
+        assert probs.min() >= 0 and probs.max() <= 1
+        if idx == 3:
+            np.testing.assert_array_equal(probs[1] > 0.5, clip.masks[3] == 2)
+
+
+def test_mask_added_during_propagation(seg, clip):
+    state = seg.init_state(list(clip.frames))
+    seg.add_mask(state, 0, {1: clip.masks[0] == 1})
+    seen = {}
+    for idx, obj_ids, ids in seg.propagate(state):
+        seen[idx] = obj_ids
+        if idx == 1:
+            seg.add_mask(state, 4, {2: clip.masks[4] == 2})
+            with pytest.raises(RecvosError, match="already passed frame 1"):
+                seg.add_mask(state, 1, {3: clip.masks[1] == 2})
+        if idx == 4:
+            np.testing.assert_array_equal(ids == 2, clip.masks[4] == 2)
+    assert seen[3] == [1] and seen[4] == [1, 2]
+
+
+def test_new_slot_state_matches_a_fresh_init(seg, clip):
+    """Extending a running state with a new object = concatenating a fresh init_state along the object axis."""
+    x = seg._to_input(clip.frames[0], (48, 64))
+    m = torch.from_numpy(np.stack([clip.masks[0] == 1, clip.masks[0] == 2])).float()[None]
+    with torch.inference_mode():
+        a = seg.model.init_state(x, m[:, :1])
+        both = seg._extend_state(a, x, m[:, 1:])
+        ref = seg.model.init_state(x, m)
+        assert both.num_objects == 2
+        for h, r in zip(both.hidden, ref.hidden, strict=True):
+            assert h.shape == r.shape and torch.equal(h, r)
+        back = seg._select_objects(both, [1], x)
+        assert back.num_objects == 1 and back.hidden[0].shape[1] == 1
+
+
+def test_s2s_object_joining_later_runs_the_initializer(clip):
+    torch.manual_seed(0)
+    seg = Segmenter(build_model("s2s", hidden_size=16, decoder_dims=(16, 8, 8, 8, 8)))
+    state = seg.init_state(list(clip.frames))
+    seg.add_mask(state, 0, {1: clip.masks[0] == 1})
+    seg.add_mask(state, 2, {2: clip.masks[2] == 2})
+    seen = {t: ids for t, ids, _ in seg.propagate(state)}
+    assert seen[1] == [1] and seen[2] == [1, 2]
+    x = seg._to_input(clip.frames[2], (48, 64))
+    m1 = torch.from_numpy(clip.masks[0] == 1).float()[None, None]
+    m2 = torch.from_numpy(clip.masks[2] == 2).float()[None, None]
+    with torch.inference_mode():
+        model = seg._runner()
+        joined = seg._extend_state(model.init_state(x, m1), x, m2)
+        fresh = model.init_state(x, m2)
+    assert joined.num_objects == 2 and torch.equal(joined.h[:, 1], fresh.h[:, 0])
+
+
+def test_remove_object(seg, clip):
+    state = seg.init_state(list(clip.frames))
+    seg.add_mask(state, 0, clip.masks[0])
+    seg.add_mask(state, 2, {8: clip.masks[2] == 1})
+    seg.remove_object(state, 8)
+    assert state.object_ids == [1, 2]
+    with pytest.raises(RecvosError, match="no object 8"):
+        seg.remove_object(state, 8)
+    for idx, obj_ids, ids in seg.propagate(state):
+        if idx == 1:
+            seg.remove_object(state, 2)
+        assert obj_ids == ([1, 2] if idx <= 1 else [1])
+        if idx > 1:
+            assert 2 not in np.unique(ids)
+
+
+def test_output_size_and_prompts_at_other_sizes(seg, clip):
+    """Frames 48x64, outputs 96x128 (like DAVIS-2016's 240p frames with 480p masks)."""
+    state = seg.init_state(list(clip.frames), output_size=(96, 128))
+    big = np.kron(clip.masks[0], np.ones((2, 2), dtype=np.int64))
+    seg.add_mask(state, 0, big)
+    out = list(seg.propagate(state))
+    assert all(ids.shape == (96, 128) for _, _, ids in out)
+    np.testing.assert_array_equal(out[0][2], big)
+    # a mask at the frame size is accepted too
+    state = seg.init_state(list(clip.frames), output_size=(96, 128))
+    seg.add_mask(state, 0, clip.masks[0])
+    np.testing.assert_array_equal(state.prompts[0][1], big == 1)
+
+
+def test_max_size_resizes_processing_but_not_outputs(clip):
+    torch.manual_seed(0)
+    seg = Segmenter(build_model("rvos-t", hidden_size=16), max_size=24)
+    state = seg.init_state(list(clip.frames))
+    assert state.proc_size == (24, 32)
+    seg.add_mask(state, 0, clip.masks[0])
+    out = list(seg.propagate(state))
+    assert all(ids.shape == (48, 64) for _, _, ids in out)
+
+
+def test_propagate_twice_needs_a_reiterable_source(seg, clip):
+    state = seg.init_state(iter(list(clip.frames)))
+    seg.add_mask(state, 0, clip.masks[0])
+    assert len(list(seg.propagate(state))) == 6
+    with pytest.raises(RecvosError, match="consumed"):
+        list(seg.propagate(state))
+    state = seg.init_state(list(clip.frames))
+    seg.add_mask(state, 0, clip.masks[0])
+    first = [ids for _, _, ids in seg.propagate(state)]
+    second = [ids for _, _, ids in seg.propagate(state)]
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------------------------------- zero-shot
+def test_zero_shot_ids_are_slots_and_thresholds_apply(zseg, clip):
+    zseg.objectness_threshold, zseg.min_area = 0.0, 0.0
+    state = zseg.init_state(list(clip.frames))
+    out = list(zseg.propagate(state, zero_shot=True, return_probs=True))
+    assert len(out) == 6
+    for _, obj_ids, probs in out:
+        assert set(obj_ids) <= {1, 2, 3} and probs.shape == (len(obj_ids), 48, 64)
+    zseg.objectness_threshold = 1.0  # nothing passes
+    out = list(zseg.propagate(zseg.init_state(list(clip.frames)), zero_shot=True))
+    assert all(obj_ids == [] and not ids.any() for _, obj_ids, ids in out)
+    zseg.objectness_threshold, zseg.min_area = 0.5, 0.001
+
+
+def test_zero_shot_slot_keeps_its_id(zseg, clip):
+    """Slot identity is the id: a slot's mask is reported under the same id on every frame."""
+    zseg.objectness_threshold, zseg.min_area = 0.0, 0.0
+    state = zseg.init_state(list(clip.frames))
+    rows = list(zseg.propagate(state, zero_shot=True, return_probs=True))
+    zseg.objectness_threshold, zseg.min_area = 0.5, 0.001
+    assert all(ids == [1, 2, 3] for _, ids, _ in rows)
+
+
+def test_zero_shot_and_masks_do_not_mix(zseg, seg, clip):
+    state = seg.init_state(list(clip.frames))
+    seg.add_mask(state, 0, clip.masks[0])
+    with pytest.raises(RecvosError, match="zero-shot"):
+        next(seg.propagate(state, zero_shot=True))
+    with pytest.raises(RecvosError, match="no masks given"):
+        next(seg.propagate(seg.init_state(list(clip.frames))))
+
+
+# ------------------------------------------------------------------------------------------- bad input
+def test_slightly_different_mask_size_is_resized_with_a_warning(seg, clip, caplog):
+    state = seg.init_state(list(clip.frames))
+    with caplog.at_level(logging.WARNING):
+        seg.add_mask(state, 0, clip.masks[0][:, :63])
+    assert "resizing" in caplog.text
+    assert state.prompts[0][1].shape == (48, 64)
+
+
+def test_grossly_different_mask_size_is_an_error(seg, clip):
+    state = seg.init_state(list(clip.frames))
+    with pytest.raises(RecvosError, match="mask is 32x48"):
+        seg.add_mask(state, 0, np.ones((48, 32), dtype=np.int64))
+
+
+def test_mask_without_objects_is_an_error(seg, clip):
+    state = seg.init_state(list(clip.frames))
+    with pytest.raises(RecvosError, match="no objects"):
+        seg.add_mask(state, 0, np.zeros((48, 64), dtype=np.int64))
+    with pytest.raises(RecvosError, match="empty"):
+        seg.add_mask(state, 0, {3: np.zeros((48, 64), dtype=bool)})
+    with pytest.raises(RecvosError, match="positive"):
+        seg.add_mask(state, 0, {0: clip.masks[0] == 1})
+
+
+def test_mask_beyond_the_video(seg, clip):
+    state = seg.init_state(list(clip.frames))  # length known: error up front
+    with pytest.raises(RecvosError, match="beyond the video"):
+        seg.add_mask(state, 6, clip.masks[0])
+    state = seg.init_state(iter(list(clip.frames)))  # length unknown: error once the video ends
+    seg.add_mask(state, 0, clip.masks[0])
+    seg.add_mask(state, 9, clip.masks[0])
+    got = []
+    with pytest.raises(RecvosError, match=r"frame\(s\) \[9\].*only 6 frames"):
+        for idx, _, _ in seg.propagate(state):
+            got.append(idx)
+    assert got == list(range(6))
+
+
+def test_frames_of_another_size_are_an_error(seg, clip):
+    frames = list(clip.frames[:3]) + [np.zeros((40, 64, 3), np.uint8)]
+    state = seg.init_state(frames)
+    seg.add_mask(state, 0, clip.masks[0])
+    with pytest.raises(RecvosError, match="frame 3 is 64x40"):
+        list(seg.propagate(state))
+
+
+def test_load_model_names_paths_and_errors(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        s = load_model("rvos-t", hidden_size=16, max_size=100)
+    assert "random weights" in caplog.text and s.max_size == 100
+    ckpt = tmp_path / "m.pt"
+    save_model(s.model, ckpt)
+    assert load_model(ckpt).model.name == "rvos-t"
+    with pytest.raises(RecvosError, match="not found"):
+        load_model(tmp_path / "missing.pt")
+    with pytest.raises(RecvosError, match="unknown model"):
+        load_model("no-such-model")
+    with pytest.raises(RecvosError, match="no shipped|SHA-256|missing"):
+        load_model(None)
+
+
+def test_checkpoint_of_another_architecture_is_an_error(tmp_path):
+    a = build_model("rvos-t", hidden_size=16)
+    ckpt = {"format": "recvos-model/1", "model_name": "rvos-st", "model_config": dict(a.config),
+            "state_dict": a.state_dict()}
+    ckpt["model_config"].pop("variant")
+    torch.save(ckpt, tmp_path / "other.pt")
+    with pytest.raises(RecvosError, match="other.pt"):
+        load_model(tmp_path / "other.pt")
+    torch.save({"weights": a.state_dict()}, tmp_path / "foreign.pt")
+    with pytest.raises(RecvosError, match="not a recvos checkpoint"):
+        load_model(tmp_path / "foreign.pt")
+
+
+# ------------------------------------------------------------------------------------------ defaults, devices
+def test_default_checkpoint_is_verified(tmp_path):
+    import hashlib
+    import json
+
+    from recvos.inference.default import default_checkpoint_path
+
+    manifest = tmp_path / "manifest.json"
+    with pytest.raises(RecvosError, match="no shipped one-shot weights"):
+        default_checkpoint_path("one-shot", manifest)
+    weights = tmp_path / "one.pt"
+    weights.write_bytes(b"weights")
+    entry = {"name": "rvos-st-lite0-davis", "kind": "one-shot", "file": "one.pt",
+             "sha256": hashlib.sha256(b"weights").hexdigest(), "architecture": "rvos-st"}
+    manifest.write_text(json.dumps({"format": "recvos-weights/1", "entries": [entry]}))
+    assert default_checkpoint_path("one-shot", manifest) == weights
+    with pytest.raises(RecvosError, match="no shipped zero-shot"):
+        default_checkpoint_path("zero-shot", manifest)
+    with pytest.raises(RecvosError, match="unknown default model kind"):
+        default_checkpoint_path("other", manifest)
+    weights.write_bytes(b"tampered")
+    with pytest.raises(RecvosError, match="does not match the manifest"):
+        default_checkpoint_path("one-shot", manifest)
+    weights.unlink()
+    with pytest.raises(RecvosError, match="missing"):
+        default_checkpoint_path("one-shot", manifest)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu(clip):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    torch.manual_seed(0)
+    model = build_model("rvos-st", hidden_size=16)
+    cpu, gpu = Segmenter(model), Segmenter(build_model("rvos-st", hidden_size=16), device="cuda")
+    gpu.model.load_state_dict(model.state_dict())
+    outs = []
+    for s in (cpu, gpu):
+        state = s.init_state(list(clip.frames))
+        s.add_mask(state, 0, clip.masks[0])
+        outs.append([p for _, _, p in s.propagate(state, return_probs=True)])
+    for a, b in zip(*outs, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-3)
