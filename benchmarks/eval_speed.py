@@ -34,6 +34,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from _common import write_section  # noqa: E402  (benchmarks/ is on sys.path)
 from PIL import Image
 
 from recvos.data.masks import read_mask, write_mask
@@ -164,17 +165,9 @@ def _timed(fn, repeats: int) -> dict:
     return {"median": statistics.median(walls), "min": min(walls), "cpu": statistics.median(cpus), "result": out}
 
 
-def _write_section(path: Path, body: str) -> None:
+def write_report(path: Path, body: str) -> None:
     """Replace (or append) this benchmark's marked section of BENCHMARKS.md, leaving the others alone."""
-    start, end = "<!-- eval_speed:start -->", "<!-- eval_speed:end -->"
-    block = f"{start}\n{body.rstrip()}\n{end}\n"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nEvery measured figure, with the command that produced it.\n"
-    i, j = text.find(start), text.find(end)
-    if i >= 0 and j > i:
-        text = text[:i] + block + text[j + len(end) :].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
+    write_section("eval_speed", body, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Target (issue 2): at least 8x faster than the official toolkit with identical numbers. Measured "
             f"{datetime.date.today().isoformat()}.\n"
         )
-        _write_section(REPO / "BENCHMARKS.md", body)
+        write_report(REPO / "BENCHMARKS.md", body)
         print(f"wrote {REPO / 'BENCHMARKS.md'}", file=sys.stderr)
     same_all = all(all(abs(r["result"][k] - base[k]) < 1e-12 for k in METRIC_KEYS) for r in runs.values())
     return 0 if same_all and matches_issue else 1

@@ -28,6 +28,7 @@ from datetime import date
 from pathlib import Path
 
 import torch
+from _common import cpu_name, write_section  # noqa: E402  (benchmarks/ is on sys.path)
 from torch.utils.flop_counter import FlopCounterMode
 
 from recvos.models.factory import build_model
@@ -48,14 +49,6 @@ SIZES = [(240, 427), (480, 854)]
 OBJECTS = [1, 3]
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def make_inputs(size: tuple[int, int], objects: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,11 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total {total:.0f} s")
 
     if not args.quick and not args.only:
-        write_section(args.output, rows, args.threads, total)
+        write_report(args.output, rows, args.threads, total)
     return 0
 
 
-def write_section(path: Path, rows: list[tuple], threads: int, total: float) -> None:
+def write_report(path: Path, rows: list[tuple], threads: int, total: float) -> None:
     lines = [
         START,
         "## Model speed (CPU)",
@@ -159,15 +152,7 @@ def write_section(path: Path, rows: list[tuple], threads: int, total: float) -> 
     lines += ["", "Target: light RVOS (efficientnet_lite0) at 240x427, 1 object, under 40 ms/frame on 2 CPU "
               "threads (the paper's ResNet-101 RVOS: 44 ms/frame on a P100 GPU).", END]
     section = "\n".join(lines)
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nEvery measured figure, with the command that produced it.\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_section("model_speed", section, path)
     print(f"wrote {path}")
 
 

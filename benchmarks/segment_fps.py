@@ -28,20 +28,13 @@ from datetime import date
 from pathlib import Path
 
 import torch
+from _common import cpu_name, write_section  # noqa: E402  (benchmarks/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 START, END = "<!-- segment_fps:start -->", "<!-- segment_fps:end -->"
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def model_only(model, frames: list[torch.Tensor], first: torch.Tensor, repeats: int = 2) -> float:
@@ -118,11 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.write:  # after each model, so that an interrupted run keeps what it measured
             args.load_after = os.getloadavg()[0]
-            write_section(ROOT / "BENCHMARKS.md", rows, args, (H, W), time.perf_counter() - t_all)
+            write_report(ROOT / "BENCHMARKS.md", rows, args, (H, W), time.perf_counter() - t_all)
     return 0
 
 
-def write_section(path: Path, rows: list[tuple], args, size: tuple[int, int], total: float) -> None:
+def write_report(path: Path, rows: list[tuple], args, size: tuple[int, int], total: float) -> None:
     video = args.video.name
     lines = [
         START,
@@ -154,17 +147,10 @@ def write_section(path: Path, rows: list[tuple], args, size: tuple[int, int], to
         "BatchNorm statistics frozen), including the held-out validation of the fine-tuned weights.",
         END,
     ]
-    _replace_section(path, "\n".join(lines))
+    write_section("segment_fps", "\n".join(lines), path)
+    print(f"wrote {path}")
 
 
-def _replace_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nEvery measured figure, with the command that produced it.\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
     print(f"wrote {path}")
 
 

@@ -22,6 +22,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from _common import write_section  # noqa: E402  (benchmarks/ is on sys.path)
+
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- stream_memory:start -->", "<!-- stream_memory:end -->"
 
@@ -119,12 +121,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{res['rss_end_mb']:.1f} MB; {res['frames'] / res['seconds']:.1f} frames/s")
     total = time.perf_counter() - t_all
     if args.write:
-        write_section(ROOT / "BENCHMARKS.md", rows, args, total)
+        write_report(ROOT / "BENCHMARKS.md", rows, args, total)
     return 0
 
 
-def write_section(path: Path, rows: list[tuple], args, total: float) -> None:
-    from segment_fps import _replace_section, cpu_name  # noqa: PLC0415 - sibling script
+def write_report(path: Path, rows: list[tuple], args, total: float) -> None:
+    from segment_fps import cpu_name  # noqa: PLC0415 - sibling script
 
     base = rows[0][1]["peak_mb"]
     lines = [
@@ -146,7 +148,8 @@ def write_section(path: Path, rows: list[tuple], args, total: float) -> None:
         lines.append(f"| {n} | {r['peak_mb']:.1f} | {r['peak_mb'] - base:+.1f} | {r['peak_at_100_mb']:.1f} | "
                      f"{r['rss_at_100_mb']:.1f} | {r['rss_end_mb']:.1f} | {r['frames'] / r['seconds']:.1f} |")
     lines.append(END)
-    _replace_section(path, "\n".join(lines))
+    write_section("stream_memory", "\n".join(lines), path)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from datetime import date
 from pathlib import Path
 
 import torch
+from _common import cpu_name, write_section  # noqa: E402  (benchmarks/ is on sys.path)
 
 from recvos.training.config import load_config
 from recvos.training.trainer import Trainer
@@ -43,14 +43,6 @@ CONFIGS = [
 ]
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def base_overrides(args: argparse.Namespace, out: Path) -> list[str]:
@@ -100,17 +92,8 @@ def data_pipeline(args) -> float:
         return n / (time.perf_counter() - t0)
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    body = path.read_text() if path.is_file() else "# Benchmarks\n"
-    block = f"{START}\n{text.rstrip()}\n{END}"
-    if START in body and END in body:
-        pre, rest = body.split(START, 1)
-        post = rest.split(END, 1)[1]
-        body = pre + block + post
-    else:
-        body = body.rstrip() + "\n\n" + block + "\n"
-    path.write_text(body)
+def write_report(text: str) -> None:
+    write_section("train_throughput", text)
 
 
 def main() -> int:
@@ -159,7 +142,7 @@ def main() -> int:
         lines.append(f"| {r['label']} | {r['params_m']:.1f} | {r['clips_per_s']:.3f} | {r['max']:.3f} "
                      f"| {args.batch / r['max']:.2f} | {r['steps']} |")
     lines += ["", f"Data pipeline alone (ClipDataset + augmentation, same size): {dp:.1f} clips/s."]
-    write_section("\n".join(lines))
+    write_report("\n".join(lines))
     print("wrote BENCHMARKS.md section", file=sys.stderr)
     return 0
 

@@ -1,0 +1,151 @@
+"""DAVIS-2016 val table: baselines and recvos defaults, evaluated with the official protocol.
+
+Runs, in one process and on the same frames:
+- "copy first mask": the frame-0 mask repeated on every frame;
+- "DIS flow": OpenCV DIS optical flow (computed on the dataset frames) warping the previous mask;
+- recvos one-shot default, without and with online learning; recvos zero-shot default (unsupervised protocol).
+
+Predictions are produced at the annotation resolution (854x480) and scored with recvos.evaluation
+(identical numbers to the official DAVIS toolkit). Writes a markdown table to stdout and, with --write,
+into BENCHMARKS.md.
+
+    python benchmarks/davis2016_table.py --root ../shared/data/davis2016 --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import cv2
+import numpy as np
+import torch
+from _common import write_section  # noqa: E402  (benchmarks/ is on sys.path)
+
+from recvos.data.datasets import VideoSequence, open_dataset
+from recvos.evaluation.protocols import evaluate_arrays
+
+Predictor = Callable[[VideoSequence], Iterator[np.ndarray]]
+
+
+def copy_first(seq: VideoSequence) -> Iterator[np.ndarray]:
+    first = seq.load_mask(0)
+    for _ in range(len(seq.frame_paths)):
+        yield first
+
+
+def dis_flow(seq: VideoSequence) -> Iterator[np.ndarray]:
+    """Warp the previous mask with DIS flow from the current frame back to the previous one."""
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    first = seq.load_mask(0)
+    H, W = first.shape
+    prev_gray = None
+    prev_mask = None
+    for i in range(len(seq.frame_paths)):
+        frame = seq.load_frame(i)
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        h, w = gray.shape
+        if i == 0:
+            prev_mask = cv2.resize(first.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+            out = first
+        else:
+            flow = dis.calc(gray, prev_gray, None)  # for each pixel of frame i: where it was in frame i-1
+            gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+            prev_mask = cv2.remap(prev_mask, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            prev_mask = (prev_mask > 0.5).astype(np.float32)
+            out = (cv2.resize(prev_mask, (W, H), interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.int32)
+        prev_gray = gray
+        yield out
+
+
+def recvos_predictor(kind: str, online_steps: int = 0, model: str | None = None) -> Predictor:
+    from recvos.inference.segmenter import load_model
+
+    seg = load_model(model, kind=kind)
+
+    def run(seq: VideoSequence) -> Iterator[np.ndarray]:
+        H, W = seq.mask_size
+        frames = (seq.load_frame(i) for i in range(len(seq.frame_paths)))
+        state = seg.init_state(frames, output_size=(H, W))
+        if kind == "one-shot":
+            seg.add_mask(state, frame_idx=0, mask=seq.load_mask(0))
+            if online_steps:
+                seg.finetune(state, steps=online_steps)
+        for _, _, ids in seg.propagate(state, zero_shot=(kind == "zero-shot")):
+            yield ids
+
+    return run
+
+
+def run_method(name: str, predict: Predictor, dataset, task: str) -> dict:
+    gts, preds = {}, {}
+    t0 = time.perf_counter()
+    n_frames = 0
+    for seq in dataset:
+        preds[seq.name] = np.stack(list(predict(seq)))
+        n_frames += len(seq.frame_paths)
+    elapsed = time.perf_counter() - t0
+    for seq in dataset:
+        gts[seq.name] = np.stack([seq.load_mask(i) for i in range(len(seq.frame_paths))])
+    res = evaluate_arrays(gts, preds, task=task)
+    g = res.global_metrics
+    return {
+        "method": name, **g,
+        "s/video": elapsed / len(dataset), "ms/frame": 1000 * elapsed / n_frames,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--root", default="../shared/data/davis2016")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--methods", default="copy,flow,oneshot,oneshot-ol,zeroshot")
+    ap.add_argument("--online-steps", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--oneshot-model", default=None, help="checkpoint (default: the shipped one-shot weights)")
+    ap.add_argument("--zeroshot-model", default=None, help="checkpoint (default: the shipped zero-shot weights)")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N sequences (smoke)")
+    ap.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    ds = open_dataset("davis2016", args.root, args.split)
+    seqs = [ds[i] for i in range(len(ds))][: args.limit or None]
+    rows = []
+    for m in args.methods.split(","):
+        if m == "copy":
+            rows.append(run_method("copy first mask", copy_first, seqs, "semi-supervised"))
+        elif m == "flow":
+            rows.append(run_method("DIS optical flow propagation", dis_flow, seqs, "semi-supervised"))
+        elif m == "oneshot":
+            rows.append(run_method("recvos one-shot default", recvos_predictor("one-shot", 0, args.oneshot_model), seqs, "semi-supervised"))
+        elif m == "oneshot-ol":
+            rows.append(run_method(f"recvos one-shot default + online learning ({args.online_steps} steps)",
+                                   recvos_predictor("one-shot", args.online_steps, args.oneshot_model), seqs, "semi-supervised"))
+        elif m == "zeroshot":
+            rows.append(run_method("recvos zero-shot default (unsupervised protocol)", recvos_predictor("zero-shot", 0, args.zeroshot_model),
+                                   seqs, "unsupervised"))
+        print(rows[-1], file=sys.stderr, flush=True)
+    header = "| method | J-Mean | J-Recall | J-Decay | F-Mean | J&F | s/video | ms/frame |\n|---|---|---|---|---|---|---|---|\n"
+    body = "".join(
+        f"| {r['method']} | {r['J-Mean']:.3f} | {r['J-Recall']:.3f} | {r['J-Decay']:.3f} | {r['F-Mean']:.3f} | "
+        f"{r['J&F-Mean']:.3f} | {r['s/video']:.2f} | {r['ms/frame']:.1f} |\n"
+        for r in rows
+    )
+    table = header + body
+    print(table)
+    if args.write:
+        machine = f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}"
+        cmd = "python benchmarks/davis2016_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        section = (f"## DAVIS-2016 val ({len(seqs)} sequences), official protocol on 480p masks\n\n"
+                   f"Command: `{cmd}` — machine: {machine}.\n\n{table}")
+        write_section("davis2016_table", section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
