@@ -94,3 +94,24 @@ def test_required_presets_exist():
     names = {p.name for p in CONFIGS.glob("*.yaml")}
     assert {"rvos_oneshot_davis2016.yaml", "rvos_zeroshot_davis2016.yaml", "s2s_davis2016.yaml",
             "rvos_youtubevos.yaml", "smoke_synthetic.yaml"} <= names
+
+
+def test_sequence_lists_select_and_exclude(tmp_path):
+    """data.sequences / data.exclude carve a validation split out of a training split."""
+    from recvos.data.datasets import open_dataset
+    from recvos.data.synthetic import write_synthetic_dataset
+    from recvos.errors import RecvosError
+    from recvos.training.trainer import Trainer
+
+    root = write_synthetic_dataset(tmp_path / "ds", num_videos=3, num_frames=3, size=(32, 48))
+    names = list(open_dataset("folder", root).names)
+    kept = Trainer._open(None, "folder", str(root), None, "data", [], [names[0]])
+    assert [v.name for v in kept] == names[1:]
+    only = Trainer._open(None, "folder", str(root), None, "val", [names[2]], [])
+    assert [v.name for v in only] == [names[2]]
+    with pytest.raises(RecvosError, match="not in"):
+        Trainer._open(None, "folder", str(root), None, "data", ["nope"], [])
+    with pytest.raises(RecvosError, match="no sequences left"):
+        Trainer._open(None, "folder", str(root), None, "data", [], names)
+    cfg = load_config(None, ["data.exclude=[a, b]", "val.sequences=[c]"])
+    assert cfg.data.exclude == ["a", "b"] and cfg.val.sequences == ["c"]
