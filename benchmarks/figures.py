@@ -1,6 +1,7 @@
 """Multi-object check on ``cutie_examples/bike`` and the overlay figures of the README.
 
-- bike (4 frames of DAVIS bmx-trees, first frame annotated with ids 1 = rider, 2 = bike): segments the clip
+- bike (4 frames of DAVIS bmx-trees, first frame annotated with two ids; by eye id 1 is the bike and id 2 the
+  rider, although the data README names them the other way round): segments the clip
   with the one-shot default and saves an overlay grid to ``docs/bike_overlay.jpg``. DAVIS-2016 annotates
   rider and bike together as one object in bmx-trees (its frame-0 mask equals the union of ids 1 and 2),
   so the union of the predicted objects is scored against that ground truth (J and F per frame);
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     f = f_measure(gt, union)
     areas = [{int(o): int((p == o).sum()) for o in (1, 2)} for p in preds]
     lines = [
-        "| frame | J (rider ∪ bike vs DAVIS-2016 GT) | F | rider px | bike px |",
+        "| frame | J (id 1 ∪ id 2 vs DAVIS-2016 GT) | F | id 1 (bike) px | id 2 (rider) px |",
         "|---|---|---|---|---|",
     ]
     for t in range(len(preds)):
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         section = (
             "## Multi-object check: cutie_examples/bike\n\n"
             f"Command: `python benchmarks/figures.py --write` (model: {args.model or 'shipped one-shot default'}). "
-            "Two objects given on frame 0 (1 = rider, 2 = bike); DAVIS-2016 annotates them as one object in "
+            "Two objects given on frame 0 (by eye: 1 = bike, 2 = rider); DAVIS-2016 annotates them as one object in "
             "bmx-trees, so the union of the two predictions is scored against it. Overlay: "
             "`docs/bike_overlay.jpg`.\n\n" + table + "\n"
         )

@@ -27,12 +27,12 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from recvos.data.frames import open_frames
-    from recvos.data.masks import read_mask, write_mask
-    from recvos.errors import RecvosError
-    from recvos.evaluation.protocols import evaluate_sequences
-    from recvos.inference.segmenter import Segmenter, load_model
-    from recvos.models.factory import build_model, list_models, load_checkpoint
+    from recvos.data.frames import open_frames  # noqa: F401
+    from recvos.data.masks import read_mask, write_mask  # noqa: F401
+    from recvos.errors import RecvosError  # noqa: F401
+    from recvos.evaluation.protocols import evaluate_sequences  # noqa: F401
+    from recvos.inference.segmenter import Segmenter, load_model  # noqa: F401
+    from recvos.models.factory import build_model, list_models, load_checkpoint  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

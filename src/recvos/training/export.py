@@ -12,7 +12,10 @@ file's SHA-256, which :func:`recvos.inference.default.default_checkpoint_path` v
 from __future__ import annotations
 
 import argparse
+import gzip
+import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +47,15 @@ def export_weights(checkpoint: str | Path, out_file: str | Path, half: bool = Tr
             k: (v.half() if v.is_floating_point() else v) for k, v in model["state_dict"].items()
         }
     out_file = Path(out_file)
-    atomic_save(model, out_file)
+    if out_file.suffix == ".gz":  # gzip: about 8% smaller; recvos.models.factory.load_checkpoint reads it
+        buf = io.BytesIO()
+        torch.save(model, buf)
+        tmp = out_file.with_name(out_file.name + ".tmp")
+        with gzip.GzipFile(tmp, "wb", compresslevel=9, mtime=0) as f:
+            f.write(buf.getvalue())
+        os.replace(tmp, out_file)
+    else:
+        atomic_save(model, out_file)
     return out_file
 
 
@@ -77,12 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--notes", default="")
     ap.add_argument("--fp32", action="store_true", help="keep fp32 tensors")
     args = ap.parse_args(argv)
-    name = args.name or f"default_{args.kind.replace('-', '')}.pt"
+    name = args.name or f"default_{args.kind.replace('-', '')}.pt.gz"
     path = export_weights(args.checkpoint, WEIGHTS_DIR / name, half=not args.fp32)
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    from recvos.models.factory import load_checkpoint
+
+    model = load_checkpoint(path)
+    ckpt = {"model_name": model.name, "model_config": model.config}
     metrics = json.loads(Path(args.metrics_json).read_text()) if args.metrics_json else {}
     entry = {
-        "name": path.stem, "kind": args.kind, "file": name, "sha256": sha256_file(path),
+        "name": path.name.split(".")[0], "kind": args.kind, "file": name, "sha256": sha256_file(path),
         "architecture": {"model": ckpt["model_name"], **{k: v for k, v in ckpt["model_config"].items()}},
         "dtype": "float32" if args.fp32 else "float16", "preset": args.preset, "data": args.data,
         "commit": _git_commit(), "metrics": metrics, "notes": args.notes,

@@ -1,0 +1,71 @@
+"""The weights shipped inside the package: they load, their hash verifies, and they segment real video."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recvos.errors import RecvosError
+from recvos.inference.default import default_checkpoint_path, read_manifest, sha256_file
+from recvos.models.factory import load_checkpoint
+
+SIZE_LIMIT = 25_000_000  # bytes, all shipped weights together
+
+
+def test_manifest_lists_both_defaults_within_the_size_budget():
+    entries = read_manifest()
+    kinds = {e["kind"] for e in entries}
+    assert {"one-shot", "zero-shot"} <= kinds
+    total = 0
+    for e in entries:
+        path = default_checkpoint_path(e["kind"])
+        assert sha256_file(path) == e["sha256"]
+        total += path.stat().st_size
+        for key in ("architecture", "preset", "data", "commit", "metrics"):
+            assert key in e
+    assert total <= SIZE_LIMIT
+
+
+@pytest.mark.parametrize("kind", ["one-shot", "zero-shot"])
+def test_shipped_weights_load(kind):
+    model = load_checkpoint(default_checkpoint_path(kind))
+    assert model.one_shot == (kind == "one-shot")
+    assert all(p.dtype.is_floating_point for p in model.parameters())
+
+
+def test_a_tampered_file_is_rejected(tmp_path):
+    import json
+    import shutil
+
+    entry = next(e for e in read_manifest() if e["kind"] == "one-shot")
+    src = default_checkpoint_path("one-shot")
+    dst = tmp_path / entry["file"]
+    shutil.copy(src, dst)
+    with open(dst, "r+b") as f:  # flip one byte near the end
+        f.seek(-100, 2)
+        b = f.read(1)
+        f.seek(-100, 2)
+        f.write(bytes([b[0] ^ 0xFF]))
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"format": "recvos-weights/1", "entries": [entry]}))
+    with pytest.raises(RecvosError, match="SHA-256"):
+        default_checkpoint_path("one-shot", manifest=manifest)
+
+
+@pytest.mark.slow
+def test_default_one_shot_beats_copying_the_first_mask(davis2016_root):
+    """On a real DAVIS-2016 val sequence the default is well above the copy-first-mask baseline."""
+    from recvos.data.datasets import open_dataset
+    from recvos.evaluation.metrics import jaccard
+    from recvos.inference.segmenter import load_model
+
+    seq = open_dataset("davis2016", davis2016_root, "val")["blackswan"]
+    n = 30
+    gt = np.stack([seq.load_mask(i) for i in range(n)]) == 1
+    seg = load_model()
+    state = seg.init_state((seq.load_frame(i) for i in range(n)), output_size=seq.mask_size)
+    seg.add_mask(state, frame_idx=0, mask=seq.load_mask(0))
+    pred = np.stack([ids == 1 for _, _, ids in seg.propagate(state)])
+    j_model = jaccard(gt[1:], pred[1:]).mean()
+    j_copy = jaccard(gt[1:], np.repeat(gt[:1], n - 1, 0)).mean()
+    assert j_model > j_copy + 0.1, (j_model, j_copy)
