@@ -82,15 +82,19 @@ class FrameSource(abc.ABC):
     def num_frames(self) -> int | None:
         """Number of frames, or None when unknown."""
 
-    @property
-    @abc.abstractmethod
-    def size(self) -> tuple[int, int]:
-        """Frame size (H, W)."""
+    # subclasses set these two in __init__
+    _size: tuple[int, int]
+    _fps: float | None
 
     @property
-    @abc.abstractmethod
+    def size(self) -> tuple[int, int]:
+        """Frame size (H, W)."""
+        return self._size
+
+    @property
     def fps(self) -> float | None:
         """Frames per second, or None when unknown (image folders)."""
+        return self._fps
 
     @property
     @abc.abstractmethod
@@ -155,14 +159,6 @@ class FolderFrames(FrameSource):
         return len(self.frame_paths)
 
     @property
-    def size(self) -> tuple[int, int]:
-        return self._size
-
-    @property
-    def fps(self) -> float | None:
-        return self._fps
-
-    @property
     def frame_names(self) -> list[str]:
         return [p.stem for p in self.frame_paths]
 
@@ -221,14 +217,6 @@ class VideoFrames(FrameSource):
     @property
     def num_frames(self) -> int | None:
         return self._num_frames
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self._size
-
-    @property
-    def fps(self) -> float | None:
-        return self._fps
 
     @property
     def frame_names(self) -> list[str]:
