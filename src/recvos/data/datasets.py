@@ -128,14 +128,7 @@ class VideoSequence:
 
     def load_frame(self, i: int) -> np.ndarray:
         """Frame i, uint8 RGB [H, W, 3] (H, W = frame_size)."""
-        p = self.frame_paths[i]
-        frame = read_frame(p)
-        if frame.shape[:2] != self.frame_size:
-            raise RecvosError(
-                f"{p}: frame is {frame.shape[0]}x{frame.shape[1]} but frame 0 of {self.name} is "
-                f"{self.frame_size[0]}x{self.frame_size[1]}; all frames of a sequence must have one size"
-            )
-        return frame
+        return read_frame(self.frame_paths[i], self.frame_size, f"frame 0 of {self.name}")
 
     def load_mask(self, i: int) -> np.ndarray | None:
         """Mask of frame i as an id map int64 [H, W] (H, W = mask_size), or None if frame i is not annotated.

@@ -53,9 +53,25 @@ def list_images(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> lis
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
-def read_frame(path: str | os.PathLike) -> np.ndarray:
-    """Read one image file as uint8 RGB [H, W, 3]; RecvosError naming the file if it cannot be decoded."""
-    path = Path(path)
+def read_frame(
+    path: str | os.PathLike,
+    expected_size: tuple[int, int] | None = None,
+    reference: str = "the first frame",
+    what: str = "frame",
+) -> np.ndarray:
+    """Read one image file as uint8 RGB [H, W, 3]; RecvosError naming the file if it cannot be decoded or,
+    with ``expected_size`` (H, W), if its size differs from that of ``reference`` (a frame of the same video).
+    """
+    frame = _decode_frame(Path(path))
+    if expected_size is not None and frame.shape[:2] != tuple(expected_size):
+        raise RecvosError(
+            f"{path}: {what} is {frame.shape[0]}x{frame.shape[1]} but {reference} is "
+            f"{expected_size[0]}x{expected_size[1]}; all frames of a sequence must have one size"
+        )
+    return frame
+
+
+def _decode_frame(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
@@ -167,14 +183,7 @@ class FolderFrames(FrameSource):
 
     def load(self, i: int) -> np.ndarray:
         """Frame i, uint8 RGB [H, W, 3]; RecvosError if unreadable or of a different size than frame 0."""
-        p = self.frame_paths[i]
-        frame = read_frame(p)
-        if frame.shape[:2] != self._size:
-            raise RecvosError(
-                f"{p}: frame {i} is {frame.shape[0]}x{frame.shape[1]} but the first frame is "
-                f"{self._size[0]}x{self._size[1]}; all frames of a sequence must have one size"
-            )
-        return frame
+        return read_frame(self.frame_paths[i], self._size, what=f"frame {i}")
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in range(len(self.frame_paths)):

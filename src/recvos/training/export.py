@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     path = export_weights(args.checkpoint, WEIGHTS_DIR / name, half=not args.fp32)
     from recvos.models.factory import load_checkpoint
 
-    model = load_checkpoint(path)
+    model = load_checkpoint(path)  # proves the shipped file loads strictly; gives the recorded name/config
     ckpt = {"model_name": model.name, "model_config": model.config}
     metrics = json.loads(Path(args.metrics_json).read_text()) if args.metrics_json else {}
     entry = {
