@@ -150,3 +150,66 @@ def test_optimize_for_inference_keeps_outputs():
         fast.train()
     with pytest.raises(RecvosError, match="optimized for inference"):
         save_model(fast, "unused.pt")
+
+
+# --- first-frame reference (global matching against each object's annotated frame) -----------------------
+def test_reference_matching_maps_on_the_reference_frame_itself():
+    """Matching a frame against itself: every object pixel's best object similarity is 1 (itself), and every
+    background pixel's best background similarity is 1; the object map stays below 1 outside where no
+    background feature is identical to an object feature."""
+    model = tiny("rvos-st", reference=True).eval()
+    frame = torch.rand(1, 3, 96, 160)
+    masks = torch.zeros(1, 2, 96, 160)
+    masks[:, 0, 16:64, 32:96] = 1  # whole f16 cells
+    masks[:, 1, 64:96, 112:160] = 1
+    with torch.no_grad():
+        state = model.init_state(frame, masks)
+        match = model._match(model.backbone(frame)[2], state)  # [1, 2, 2, 6, 10]
+    assert match.shape == (1, 2, 2, 6, 10)
+    hard = torch.nn.functional.interpolate(masks, size=(6, 10), mode="area")
+    for o in range(2):
+        inside, outside = hard[0, o] == 1, hard[0, o] == 0
+        torch.testing.assert_close(match[0, o, 0][inside], torch.ones(int(inside.sum())), atol=1e-5, rtol=0)
+        torch.testing.assert_close(match[0, o, 1][outside], torch.ones(int(outside.sum())), atol=1e-5, rtol=0)
+        assert match[0, o, 0][outside].max() < 1 - 1e-4
+    # per object: object 0's object map is object 1's background map only where they agree, not everywhere
+    assert not torch.allclose(match[0, 0, 0], match[0, 1, 1])
+
+
+def test_reference_warm_start_keeps_the_outputs_and_learns():
+    """adapt_state_dict inserts zero weights for the matching channels: the warm-started model computes
+    exactly what the model without reference did, and the new weights receive gradients."""
+    old = tiny("rvos-st").eval()
+    new = tiny("rvos-st", reference=True).eval()
+    missing, unexpected = new.load_state_dict(new.adapt_state_dict(old.state_dict()), strict=False)
+    assert sorted(missing) == ["ref_embed.bias", "ref_embed.weight"] and not unexpected
+    frames, masks = clip(B=1, T=3, O=2)
+    with torch.no_grad():
+        a = old.forward_clip(frames, masks[:, 0]).logits
+        b = new.forward_clip(frames, masks[:, 0]).logits
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    new.train()
+    new.forward_clip(frames, masks[:, 0]).logits.sum().backward()
+    g = new.cells[0].conv.weight.grad[:, 1:3]  # level 0: [mask, match fg, match bg, h, extra h]
+    assert g.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["rvos-st", "rvos-s", "rvos-t"])
+def test_reference_variants_shapes_and_checkpoint_roundtrip(name, tmp_path):
+    model = tiny(name, reference=True, ref_dim=8).eval()
+    frames, masks = clip(B=2, T=3, O=3)
+    with torch.no_grad():
+        out = model.forward_clip(frames, masks[:, 0])
+    assert out.logits.shape == (2, 3, 3, H, W)
+    save_model(model, tmp_path / "m.pt")
+    from recvos.models.factory import load_checkpoint
+
+    back = load_checkpoint(tmp_path / "m.pt")
+    assert back.reference and back.config["ref_dim"] == 8
+    with torch.no_grad():
+        torch.testing.assert_close(back.forward_clip(frames, masks[:, 0]).logits, out.logits)
+
+
+def test_reference_is_one_shot_only():
+    with pytest.raises(RecvosError, match="one-shot"):
+        tiny("rvos-st", mode="zero-shot", reference=True)

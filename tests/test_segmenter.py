@@ -377,3 +377,25 @@ def test_cuda_matches_cpu(clip):
         outs.append([p for _, _, p in s.propagate(state, return_probs=True)])
     for a, b in zip(*outs, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def test_object_added_later_is_matched_against_its_own_frame(clip):
+    """With a first-frame reference, an object prompted on frame 3 keeps frame 3 as its reference."""
+    torch.manual_seed(0)
+    seg = Segmenter(build_model("rvos-st", hidden_size=16, reference=True, ref_dim=8))
+    model = seg.model
+    x0 = seg._to_input(clip.frames[0], (48, 64))
+    x3 = seg._to_input(clip.frames[3], (48, 64))
+    m0 = torch.from_numpy(clip.masks[0] == 1).float()[None, None]
+    m3 = torch.from_numpy(clip.masks[3] == 2).float()[None, None]
+    with torch.inference_mode():
+        both = seg._extend_state(model.init_state(x0, m0), x3, m3)
+        torch.testing.assert_close(both.ref_emb[:, 0], model.init_state(x0, m0).ref_emb[:, 0])
+        torch.testing.assert_close(both.ref_emb[:, 1], model.init_state(x3, m3).ref_emb[:, 0])
+        torch.testing.assert_close(both.ref_mask[:, 1], model.init_state(x3, m3).ref_mask[:, 0])
+        assert seg._select_objects(both, [1], x3).ref_emb.shape[1] == 1
+    state = seg.init_state(list(clip.frames))
+    seg.add_mask(state, 0, {1: clip.masks[0] == 1})
+    seg.add_mask(state, 3, {2: clip.masks[3] == 2})
+    seen = {idx: ids for idx, ids, _ in seg.propagate(state)}
+    assert seen[2] == [1] and seen[5] == [1, 2]

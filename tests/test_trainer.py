@@ -361,3 +361,37 @@ def test_backbone_frozen_for_first_steps(tmp_path):
     assert not all(torch.equal(s2[n], init[n]) for n in names)  # step 2: trained
     head = [n for n in init if n not in names]
     assert not all(torch.equal(s1[n], init[n]) for n in head)
+
+
+def test_stop_at_ends_early_on_the_full_schedule_and_init_from_warm_starts(tmp_path):
+    """train.stop_at ends the run (with a checkpoint) while the lr schedule still spans train.steps;
+    model.init_from starts a new run, here with the first-frame reference added, from those weights."""
+    full = tiny_cfg(tmp_path / "full", "train.steps=4", "train.ckpt_every=100")
+    Trainer(full).fit()
+    short = tiny_cfg(tmp_path / "short", "train.steps=4", "train.stop_at=2", "train.ckpt_every=100")
+    res = Trainer(short).fit()
+    assert res.step == 2
+    lrs = {}
+    for run in ("full", "short"):
+        for line in (tmp_path / run / "logs.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            if "lr" in rec:
+                lrs[run, rec["step"]] = rec["lr"]
+    assert sorted(s for r, s in lrs if r == "short") == [1, 2]
+    assert lrs["short", 2] == lrs["full", 2]
+    step, ckpt = CheckpointManager(tmp_path / "short", 3).list()[-1]
+    assert step == 2
+
+    warm = tiny_cfg(tmp_path / "warm", "train.steps=1", f"model.init_from={ckpt}", "model.options.reference=true",
+                    "model.options.ref_dim=4", "optim.lr=0", "optim.backbone_lr=0")  # lr 0: weights as loaded
+    trainer = Trainer(warm)
+    trainer.fit()
+    src = load_training_checkpoint(ckpt)["state_dict"]
+    own = trainer.model.state_dict()
+    assert torch.equal(own["skips.0.0.weight"], src["skips.0.0.weight"])
+    w = own["cells.0.conv.weight"]  # RVOS-T level 0 input: [mask, match fg, match bg, h]
+    assert w.shape[1] == src["cells.0.conv.weight"].shape[1] + 2 and not w[:, 1:3].any()
+
+    bad = tiny_cfg(tmp_path / "bad", "train.steps=1", f"model.init_from={ckpt}", "model.options.hidden_size=8")
+    with pytest.raises(RecvosError, match="cannot warm-start"):
+        Trainer(bad).fit()

@@ -210,6 +210,30 @@ def model_from_checkpoint(ckpt: Mapping[str, Any], source: str = "checkpoint") -
     return model
 
 
+def warm_start(model: RecurrentVOS, path: str | Path) -> list[str]:
+    """Initialise ``model`` from the weights of another checkpoint of the same architecture family.
+
+    Tensors of matching name and shape are copied; the model's ``adapt_state_dict`` (if it has one) first
+    maps the checkpoint onto it (e.g. RVOS without -> with ``reference``). Parameters the checkpoint lacks
+    keep their initialisation and are returned; anything else that does not fit raises RecvosError.
+    """
+    source = load_checkpoint(path)
+    sd = source.state_dict()
+    if hasattr(model, "adapt_state_dict"):
+        sd = model.adapt_state_dict(sd)
+    own = model.state_dict()
+    unexpected = sorted(set(sd) - set(own))
+    wrong = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
+    if unexpected or wrong:
+        raise RecvosError(
+            f"{path}: cannot warm-start {model.name} from {source.name} "
+            f"(unexpected keys: {unexpected[:3]}, shape mismatch: {wrong[:3]}); pick a checkpoint of the same model"
+        )
+    missing = sorted(set(own) - set(sd))
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=False)
+    return missing
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
                     dtype: torch.dtype | None = None) -> RecurrentVOS:
     """Load a model (or training) checkpoint written by :func:`save_model`; strict, ``weights_only=True``.

@@ -19,6 +19,18 @@ or ``"zero-shot"`` (no masks; ``max_objects`` slots and an objectness score per 
 hidden states of all levels -> FC -> sigmoid). Zero-shot needs spatial recurrence (S or ST): without it the
 slots are interchangeable and would all predict the same thing.
 
+First-frame reference (``reference=True``, one-shot only; an addition to the paper): RVOS only ever sees
+its own last mask, so once it drifts nothing pulls it back. With the reference, the frame where an object
+is given (its "reference frame") is embedded once (backbone f16 features -> 1x1 conv -> L2-normalised,
+``ref_dim`` channels) with that object's mask, and every later frame is matched against it at f16
+(global nearest-neighbour matching, as in FEELVOS): for each pixel, the best cosine similarity to any
+pixel of the object and to any pixel of the rest of the reference frame. These 2 maps per object,
+resized to each level, join the previous mask as extra input channels of every ConvLSTM level. The
+matching costs O * (h16 * w16)^2 * ref_dim multiply-adds per frame (1.3 M per object at 240x427).
+:meth:`RVOS.adapt_state_dict` turns a checkpoint without reference into a starting point for one with
+it (the new input channels start at zero, so the warm-started model first computes exactly what the
+old one did).
+
 Widths: with ``hidden_size = h``, the skip projections are (h, h, h/2, h/4) and the ConvLSTM hidden sizes
 (h, h/2, h/4, h/8) from f32 to f4 (the paper: h = 128).
 """
@@ -52,6 +64,10 @@ class RVOSState(RecurrentState):
 
     hidden: list[torch.Tensor]
     cell: list[torch.Tensor]
+    #: with ``reference=True``: each object's reference-frame embedding [B, O, E, h16, w16] and its mask
+    #: there [B, O, h16 * w16] (soft, area-resized)
+    ref_emb: torch.Tensor | None = None
+    ref_mask: torch.Tensor | None = None
 
 
 class RVOS(RecurrentVOS):
@@ -67,6 +83,8 @@ class RVOS(RecurrentVOS):
         max_objects: slots in zero-shot mode.
         frozen_bn, freeze_stages: backbone freezing options.
         class_head: add an RSIS semantic class head (``num_classes`` logits per slot); off by default.
+        reference: match every frame against each object's reference frame (see the module docs).
+        ref_dim: channels of the reference embedding.
     """
 
     def __init__(
@@ -83,6 +101,8 @@ class RVOS(RecurrentVOS):
         freeze_stages: int = 0,
         class_head: bool = False,
         num_classes: int = 21,
+        reference: bool = False,
+        ref_dim: int = 64,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -94,6 +114,10 @@ class RVOS(RecurrentVOS):
                               "are interchangeable without masks)")
         if hidden_size < 8 or hidden_size % 8:
             raise RecvosError(f"RVOS hidden_size must be a positive multiple of 8 (got {hidden_size})")
+        if reference and mode != "one-shot":
+            raise RecvosError("reference=True needs mode='one-shot' (zero-shot has no reference masks)")
+        if ref_dim < 1:
+            raise RecvosError(f"ref_dim must be >= 1 (got {ref_dim})")
         if max_objects < 1:
             raise RecvosError(f"max_objects must be >= 1 (got {max_objects})")
         self.name = f"rvos-{variant.lower()}"
@@ -104,6 +128,8 @@ class RVOS(RecurrentVOS):
             "max_objects": max_objects, "frozen_bn": frozen_bn, "freeze_stages": freeze_stages,
             "class_head": class_head, "num_classes": num_classes,
         }
+        if reference:  # only when on, so checkpoints of models without it keep their exact config
+            self.config.update(reference=True, ref_dim=ref_dim)
         self.variant = variant
         self.mode = mode
         self.one_shot = mode == "one-shot"
@@ -119,7 +145,9 @@ class RVOS(RecurrentVOS):
             nn.Sequential(nn.Conv2d(cin, cout, skip_kernel, padding=skip_kernel // 2, bias=False), nn.BatchNorm2d(cout))
             for cin, cout in zip(in_dims, self.skip_dims, strict=True)
         )
-        mask_dim = 1 if self.one_shot else 0
+        self.reference = reference
+        self.ref_embed = nn.Conv2d(self.backbone.channels[2], ref_dim, 1) if reference else None
+        self.mask_dim = mask_dim = (1 + (2 if reference else 0)) if self.one_shot else 0
         self.cells = nn.ModuleList(
             ConvLSTMCell(
                 input_dim=(self.hidden_dims[i - 1] if i else 0) + mask_dim,
@@ -149,18 +177,63 @@ class RVOS(RecurrentVOS):
         B = frame.shape[0]
         sizes = self.backbone.feature_sizes(*frame.shape[-2:])[::-1]
         hidden = [frame.new_zeros(B, num_objects, c, *hw) for c, hw in zip(self.hidden_dims, sizes, strict=True)]
-        return RVOSState(num_objects=num_objects, hidden=hidden, cell=[t.clone() for t in hidden])
+        state = RVOSState(num_objects=num_objects, hidden=hidden, cell=[t.clone() for t in hidden])
+        if self.ref_embed is not None:
+            emb = self._embed(self.backbone(frame)[2])  # [B, E, h, w]
+            m = F.interpolate(masks.to(emb.dtype), size=emb.shape[-2:], mode="area")
+            state.ref_emb = emb.unsqueeze(1).expand(-1, num_objects, -1, -1, -1).contiguous()
+            state.ref_mask = m.flatten(2)
+        return state
 
     def encode(self, frame: torch.Tensor) -> list[torch.Tensor]:
         """frame [B, 3, H, W] -> projected skips, coarse to fine: [B, skip_dims[l], H_l, W_l] (f32 .. f4)."""
-        feats = self.backbone(frame)[::-1]
-        return [proj(f) for proj, f in zip(self.skips, feats, strict=True)]
+        return self._encode(frame)[0]
+
+    def _encode(self, frame: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        feats = self.backbone(frame)
+        skips = [proj(f) for proj, f in zip(self.skips, feats[::-1], strict=True)]
+        return skips, feats
+
+    def _embed(self, f16: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.ref_embed(f16), dim=1)
+
+    def _match(self, f16: torch.Tensor, state: RVOSState) -> torch.Tensor:
+        """Current f16 features [B, C, h, w] -> per-object [best fg, best bg] similarity maps [B, O, 2, h, w].
+
+        A reference pixel counts as object to the degree of its (soft) mask: its similarity is lowered by
+        2 * (1 - mask) for the object map (2 * mask for the background map), which removes it entirely at
+        mask 0, since cosine similarities lie in [-1, 1].
+        """
+        q = self._embed(f16)
+        B, _, h, w = q.shape
+        sim = torch.einsum("bep,boeq->boqp", q.flatten(2), state.ref_emb.flatten(3).to(q.dtype))  # [B, O, Q, P]
+        m = state.ref_mask.to(q.dtype).unsqueeze(-1)  # [B, O, Q, 1]
+        fg = (sim - 2 * (1 - m)).amax(2)
+        bg = (sim - 2 * m).amax(2)
+        return torch.stack([fg, bg], 2).view(B, -1, 2, h, w)
+
+    def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A state dict of the same RVOS without ``reference`` -> one for this model (warm start): the two
+        matching channels are inserted, with zero weights, after the mask channel of every level's gate
+        convolution; ``ref_embed`` is left out (it keeps its fresh initialisation)."""
+        if self.ref_embed is None:
+            return dict(state_dict)
+        out = dict(state_dict)
+        for level, cell in enumerate(self.cells):
+            key = f"cells.{level}.conv.weight"
+            w = state_dict.get(key)
+            if w is None or w.shape[1] != cell.conv.weight.shape[1] - 2:
+                continue
+            at = (self.hidden_dims[level - 1] if level else 0) + 1
+            zeros = w.new_zeros(w.shape[0], 2, *w.shape[2:])
+            out[key] = torch.cat([w[:, :at], zeros, w[:, at:]], 1)
+        return out
 
     def step(self, frame: torch.Tensor, state: RVOSState, prev_masks: torch.Tensor | None) -> StepOutput:
         """frame [B, 3, H, W]; prev_masks [B, O, H, W] (one-shot; ignored in zero-shot) -> StepOutput."""
         B, _, H, W = frame.shape
         nobj = state.num_objects
-        skips = self.encode(frame)
+        skips, feats = self._encode(frame)
         sizes = [tuple(s.shape[-2:]) for s in skips]
         if [tuple(t.shape[-2:]) for t in state.hidden] != sizes or state.hidden[0].shape[0] != B:
             raise ValueError(f"frame {tuple(frame.shape)} does not match the state (made for another size/batch)")
@@ -170,12 +243,22 @@ class RVOS(RecurrentVOS):
             if prev_masks is None or prev_masks.shape[:2] != (B, nobj):
                 raise ValueError(f"one-shot RVOS needs prev_masks [B={B}, O={nobj}, H, W]")
             pm = prev_masks.to(frame.dtype)
-            masks = [F.interpolate(pm, size=hw, mode="area") for hw in sizes]  # [B, O, H_l, W_l]
+            masks = [F.interpolate(pm, size=hw, mode="area").unsqueeze(2) for hw in sizes]  # [B, O, 1, H_l, W_l]
+            if self.ref_embed is not None:
+                if state.ref_emb is None:
+                    raise ValueError("this RVOS state has no reference (build it with this model's init_state)")
+                match = self._match(feats[2], state)  # [B, O, 2, h16, w16]
+                flat = match.flatten(0, 1)
+                masks = [
+                    torch.cat([m, F.interpolate(flat, size=hw, mode="bilinear", align_corners=False)
+                               .unflatten(0, (B, nobj)).to(m.dtype)], 2)
+                    for m, hw in zip(masks, sizes, strict=True)
+                ]
 
         if self.variant == "T":
             hs, cs = self._decode(
                 shared, sizes,
-                [None if m is None else m.reshape(B * nobj, 1, *m.shape[-2:]) for m in masks],
+                [None if m is None else m.flatten(0, 1) for m in masks],
                 [(h.flatten(0, 1), c.flatten(0, 1)) for h, c in zip(state.hidden, state.cell, strict=True)],
                 extras=[()] * 4,
             )
@@ -187,7 +270,7 @@ class RVOS(RecurrentVOS):
             for i in range(nobj):
                 extras = [(t[:, i],) if self.variant == "ST" else () for t in state.hidden]
                 h_i, c_i = self._decode(
-                    shared, sizes, [None if m is None else m[:, i : i + 1] for m in masks], spatial, extras
+                    shared, sizes, [None if m is None else m[:, i] for m in masks], spatial, extras
                 )
                 spatial = list(zip(h_i, c_i, strict=True))
                 per_slot_h.append(h_i)
@@ -201,7 +284,7 @@ class RVOS(RecurrentVOS):
         return StepOutput(
             logits=logits,
             objectness=objectness,
-            state=RVOSState(num_objects=nobj, hidden=hs, cell=cs),
+            state=RVOSState(num_objects=nobj, hidden=hs, cell=cs, ref_emb=state.ref_emb, ref_mask=state.ref_mask),
             class_logits=class_logits,
         )
 

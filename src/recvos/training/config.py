@@ -26,6 +26,9 @@ class ModelConfig:
     name: str = "rvos-st"
     #: keyword arguments of build_model (backbone, backbone_weights, max_objects, widths, ...)
     options: dict[str, Any] = field(default_factory=dict)
+    #: warm start: a recvos checkpoint (.pt or .pt.gz) whose weights initialise a new run (not used when
+    #: resuming); see :func:`recvos.models.factory.warm_start`
+    init_from: str | None = None
 
 
 @dataclass
@@ -161,6 +164,8 @@ class TrainConfig:
     #: "one-shot" (first-frame masks given) or "zero-shot" (slots matched to objects)
     task: str = "one-shot"
     steps: int = 10000
+    #: end the run after this step although the lr schedule spans ``steps`` (null: run all ``steps``)
+    stop_at: int | None = None
     #: clips per optimizer step per process = batch_size * accumulate
     batch_size: int = 4
     accumulate: int = 1
@@ -358,6 +363,8 @@ def validate_config(cfg: Config) -> Config:
                    ("train.keep_last", t.keep_last)):
         if v < 1:
             raise RecvosError(f"config key {key!r} must be >= 1, got {v}")
+    if t.stop_at is not None and t.stop_at < 1:
+        raise RecvosError(f"config key 'train.stop_at' must be >= 1 (or null), got {t.stop_at}")
     mix = d.mix
     if min(mix.real, mix.composite, mix.synthetic) < 0 or mix.real + mix.composite + mix.synthetic <= 0:
         raise RecvosError("config keys data.mix.{real,composite,synthetic} must be >= 0 with a positive sum")

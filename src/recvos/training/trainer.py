@@ -492,6 +492,12 @@ class Trainer:
                 raise RecvosError(f"checkpoint {self.last_checkpoint} does not fit the configured model ({first}); "
                                   "resume with the run's own config.yaml") from None
 
+        elif cfg.model.init_from:
+            from recvos.models.factory import warm_start
+
+            fresh = warm_start(self.model, cfg.model.init_from)
+            log.info("warm start from %s%s", cfg.model.init_from,
+                     f" ({len(fresh)} new tensors: {', '.join(fresh[:6])})" if fresh else "")
         oc = cfg.optim
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model, oc.lr, oc.backbone_lr, oc.weight_decay), lr=oc.lr, betas=tuple(oc.betas)
@@ -556,8 +562,9 @@ class Trainer:
         clips_per_step = tc.batch_size * tc.accumulate * self.dist.world_size
         step = start
         done_here = 0
+        end = tc.steps if tc.stop_at is None else min(tc.steps, tc.stop_at)
         try:
-            while step < tc.steps:
+            while step < end:
                 if self._backbone_frozen and step >= oc.freeze_backbone_steps:
                     self._set_backbone_trainable(True)
                     log.info("step %d: backbone unfrozen", step)
@@ -631,7 +638,7 @@ class Trainer:
                     break
                 validate_now = cfg.val.every > 0 and step % cfg.val.every == 0
                 improved = self._validate(step, val_videos, zero_shot) if validate_now else False
-                if step % tc.ckpt_every == 0 or step == tc.steps or validate_now:
+                if step % tc.ckpt_every == 0 or step == end or validate_now:
                     path = self._save(step)
                     if improved and path is not None:
                         self.ckpts.save_best(path)

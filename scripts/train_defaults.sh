@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Reproduce the shipped default models from scratch (see BENCHMARKS.md for the wall times on a 2-core CPU):
+#   scripts/train_defaults.sh            # both defaults, then export them into src/recvos/weights/
+# Needs ../shared/data/davis2016 (or edit data.root / val.root in the presets) and the installed package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RECVOS=${RECVOS:-recvos}
+DATA="DAVIS-2016 train (25 videos; bmx-bumps, dance-jump, drift-turn, mallard-fly, stroller held out) + composite + synthetic clips"
+
+# one-shot, stage 1: RVOS-ST, 400 steps of a 600-step schedule (Mask-ST+ from step 250)
+$RECVOS train --config configs/default_oneshot.yaml --out runs/default_oneshot train.stop_at=400
+# one-shot, stage 2: add the first-frame reference, warm-started from stage 1's step 400
+$RECVOS train --config configs/default_oneshot_ref.yaml --out runs/default_oneshot_ref
+# zero-shot: 400 steps of a 600-step schedule; the best held-out checkpoint ships
+$RECVOS train --config configs/default_zeroshot.yaml --out runs/default_zeroshot train.stop_at=400
+
+python -m recvos.training.export runs/default_oneshot_ref/checkpoints/best.pt --kind one-shot \
+    --preset configs/default_oneshot_ref.yaml --data "$DATA"
+python -m recvos.training.export runs/default_zeroshot/checkpoints/best.pt --kind zero-shot \
+    --preset configs/default_zeroshot.yaml --data "$DATA"
