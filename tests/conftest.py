@@ -17,6 +17,17 @@ def _torch_threads():
 
 
 @pytest.fixture(scope="session")
+def ckpt(tmp_path_factory) -> Path:
+    """A tiny one-shot RVOS-T checkpoint (random weights, seeded) for the CLI tests."""
+    from recvos.models.factory import build_model, save_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_model(build_model("rvos-t", hidden_size=16), path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Root of ../shared/data; tests that use it skip when it is absent."""
     if not SHARED.is_dir():

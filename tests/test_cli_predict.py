@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from recvos.cli.main import main
@@ -19,15 +18,7 @@ from recvos.data.synthetic import write_synthetic_dataset
 from recvos.errors import RecvosError
 from recvos.inference.pipelines import parse_shard, prompt_sequence, shard_names
 from recvos.inference.segmenter import Segmenter
-from recvos.models.factory import build_model, save_model
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_model(build_model("rvos-t", hidden_size=16), path)
-    return path
+from recvos.models.factory import build_model
 
 
 @pytest.fixture(scope="module")

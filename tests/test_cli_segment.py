@@ -19,14 +19,6 @@ N = 6
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_model(build_model("rvos-t", hidden_size=16), path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def zckpt(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "tiny-zero.pt"
