@@ -52,6 +52,8 @@ from recvos.models.convlstm import ConvLSTMCell
 __all__ = ["RVOS", "RVOSState", "VARIANTS", "MODES"]
 
 VARIANTS = ("S", "T", "ST")
+#: matching maps per object with ``reference=True``: best similarity to the object, and to the rest of the frame
+MATCH_MAPS = 2
 MODES = ("one-shot", "zero-shot")
 
 
@@ -147,7 +149,7 @@ class RVOS(RecurrentVOS):
         )
         self.reference = reference
         self.ref_embed = nn.Conv2d(self.backbone.channels[2], ref_dim, 1) if reference else None
-        self.mask_dim = mask_dim = (1 + (2 if reference else 0)) if self.one_shot else 0
+        mask_dim = (1 + (MATCH_MAPS if reference else 0)) if self.one_shot else 0
         self.cells = nn.ModuleList(
             ConvLSTMCell(
                 input_dim=(self.hidden_dims[i - 1] if i else 0) + mask_dim,
@@ -181,7 +183,7 @@ class RVOS(RecurrentVOS):
         if self.ref_embed is not None:
             emb = self._embed(self.backbone(frame)[2])  # [B, E, h, w]
             m = F.interpolate(masks.to(emb.dtype), size=emb.shape[-2:], mode="area")
-            state.ref_emb = emb.unsqueeze(1).expand(-1, num_objects, -1, -1, -1).contiguous()
+            state.ref_emb = emb.unsqueeze(1).expand(-1, num_objects, -1, -1, -1)  # a view: one copy per frame
             state.ref_mask = m.flatten(2)
         return state
 
@@ -214,7 +216,7 @@ class RVOS(RecurrentVOS):
 
     def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A state dict of the same RVOS without ``reference`` -> one for this model (warm start): the two
-        matching channels are inserted, with zero weights, after the mask channel of every level's gate
+        matching channels (``MATCH_MAPS``) are inserted, with zero weights, after the mask channel of every level's gate
         convolution; ``ref_embed`` is left out (it keeps its fresh initialisation)."""
         if self.ref_embed is None:
             return dict(state_dict)
@@ -222,10 +224,10 @@ class RVOS(RecurrentVOS):
         for level, cell in enumerate(self.cells):
             key = f"cells.{level}.conv.weight"
             w = state_dict.get(key)
-            if w is None or w.shape[1] != cell.conv.weight.shape[1] - 2:
+            if w is None or w.shape[1] != cell.conv.weight.shape[1] - MATCH_MAPS:
                 continue
             at = (self.hidden_dims[level - 1] if level else 0) + 1
-            zeros = w.new_zeros(w.shape[0], 2, *w.shape[2:])
+            zeros = w.new_zeros(w.shape[0], MATCH_MAPS, *w.shape[2:])
             out[key] = torch.cat([w[:, :at], zeros, w[:, at:]], 1)
         return out
 
