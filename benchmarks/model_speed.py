@@ -2,7 +2,8 @@
 
 Configurations (the issue's list): rvos-st with resnet101 (the paper's) and with efficientnet_lite0, s2s with
 vgg16 (the paper's) and with efficientnet_lite0; plus, as references in the same run, the light RVOS without
-inference optimisation and rvos-t (objects batched). Each at 240x427 (DAVIS 480p downscaled, RVOS's internal
+inference optimisation, rvos-t (objects batched), the shipped one-shot configuration (with the first-frame
+reference) and the small S2S of the architecture comparison. Each at 240x427 (DAVIS 480p downscaled, RVOS's internal
 size) and 480x854, with 1 and 3 objects.
 
 Timed: one whole ``model.step`` (backbone, decoder, logits upsampled to the input size) under
@@ -39,10 +40,14 @@ START, END = "<!-- model_speed:start -->", "<!-- model_speed:end -->"
 #: (label, model name, options, optimise for inference)
 CONFIGS = [
     ("rvos-st / efficientnet_lite0", "rvos-st", {"backbone": "efficientnet_lite0"}, True),
+    ("rvos-st / efficientnet_lite0 + first-frame reference (shipped one-shot)", "rvos-st",
+     {"backbone": "efficientnet_lite0", "reference": True}, True),
     ("rvos-st / efficientnet_lite0 (eager ref.)", "rvos-st", {"backbone": "efficientnet_lite0"}, False),
     ("rvos-t / efficientnet_lite0", "rvos-t", {"backbone": "efficientnet_lite0"}, True),
     ("rvos-st / resnet101 (paper)", "rvos-st", {"backbone": "resnet101"}, True),
     ("s2s / efficientnet_lite0", "s2s", {"backbone": "efficientnet_lite0"}, True),
+    ("s2s / efficientnet_lite0, hidden 128 (configs/compare_s2s_oneshot.yaml)", "s2s",
+     {"backbone": "efficientnet_lite0", "hidden_size": 128, "decoder_dims": (64, 32, 32, 16, 16)}, True),
     ("s2s / vgg16 (paper)", "s2s", {"backbone": "vgg16"}, True),
 ]
 SIZES = [(240, 427), (480, 854)]
