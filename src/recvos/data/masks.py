@@ -18,18 +18,22 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from recvos.errors import RecvosError
+from recvos.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DAVIS_PALETTE", "ids_to_onehot", "onehot_to_ids", "read_mask", "write_mask"]
+__all__ = ["DAVIS_PALETTE", "VOID_ID", "ids_to_onehot", "onehot_to_ids", "read_mask", "resize_ids", "write_mask"]
+
+#: the "void" label of DAVIS / YouTube-VOS masks (object borders, ignored regions): never an object
+VOID_ID = 255
 
 
 def _davis_palette() -> np.ndarray:
@@ -176,15 +180,21 @@ def write_mask(path: str | os.PathLike, ids: np.ndarray) -> None:
         )
     img = Image.fromarray(a.astype(np.uint8), mode="P")
     img.putpalette(DAVIS_PALETTE.ravel().tolist())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        img.save(f, format="PNG")
+
+
+def resize_ids(ids: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an id map int [H, W] to ``size`` (h, w) -> int32 [h, w]."""
+    ids = np.asarray(ids)
+    if ids.shape == tuple(size):
+        return ids.astype(np.int32, copy=False)
+    h, w = size
+    if ids.min(initial=0) >= 0 and ids.max(initial=0) < 65536:
+        return cv2.resize(ids.astype(np.uint16), (w, h), interpolation=cv2.INTER_NEAREST).astype(np.int32)
+    ys = np.minimum((np.arange(h) + 0.5) * ids.shape[0] / h, ids.shape[0] - 1).astype(int)
+    xs = np.minimum((np.arange(w) + 0.5) * ids.shape[1] / w, ids.shape[1] - 1).astype(int)
+    return ids[ys[:, None], xs[None, :]].astype(np.int32)
 
 
 def ids_to_onehot(ids: np.ndarray, object_ids: Sequence[int]) -> np.ndarray:
