@@ -25,11 +25,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
+from recvos.data.composite import paste_objects
+from recvos.data.masks import object_ids, present_ids, resize_ids
+from recvos.data.synthetic import synthetic_clip
 from recvos.data.transforms import ClipTransform
 from recvos.errors import RecvosError
 
@@ -37,8 +39,6 @@ log = logging.getLogger(__name__)
 
 #: draws of a clip before giving up on finding one with a visible object
 MAX_ATTEMPTS = 12
-#: the "void" label of DAVIS/YouTube-VOS masks: never an object
-VOID_ID = 255
 
 
 class ClipKey(NamedTuple):
@@ -87,7 +87,7 @@ class ArrayVideo:
 
     @property
     def object_ids(self) -> list[int]:
-        return [int(v) for v in np.unique(self.masks) if v != 0]
+        return present_ids(self.masks)
 
 
 def _num_frames(video: Video) -> int:
@@ -137,10 +137,7 @@ def load_window(video: Video, indices: Sequence[int]) -> tuple[np.ndarray, np.nd
         m = video.load_mask(int(i))
         if m is None:
             continue
-        m = np.asarray(m)
-        if m.shape != (H, W):
-            m = cv2.resize(m.astype(np.uint16), (W, H), interpolation=cv2.INTER_NEAREST)
-        ids[t] = m
+        ids[t] = resize_ids(m, (H, W))
         annotated[t] = True
     return frames, ids, annotated
 
@@ -266,8 +263,6 @@ class ClipDataset(Dataset):
     def synthetic_video(self, k: int) -> ArrayVideo:
         """Synthetic video k of the pool (generated once per process, seeded by (seed, k))."""
         if k not in self._synthetic_cache:
-            from recvos.data.synthetic import synthetic_clip
-
             o = self.synthetic_opts
             seed = int(np.random.SeedSequence([self.seed, 7919, k]).generate_state(1)[0])
             clip = synthetic_clip(seed, num_frames=int(o["num_frames"]), size=tuple(o["size"]), num_objects=int(o["num_objects"]))
@@ -318,8 +313,6 @@ class ClipDataset(Dataset):
             frames, ids, annotated = load_window(v, idx)
             name = f"{source}:{v.name}@{int(idx[0])}"
             if source == "composite":
-                from recvos.data.composite import paste_objects
-
                 o = self.composite_opts
                 n = int(rng.integers(int(o["min_pasted"]), int(o["max_pasted"]) + 1))
                 donors = []
@@ -331,7 +324,7 @@ class ClipDataset(Dataset):
                     frames, ids, annotated, donors, rng, scale=tuple(o["scale"]), max_offset=float(o["max_offset"])
                 )
         # objects visible somewhere in the clip's annotated frames; keep a random subset of at most O
-        visible = [int(i) for i in np.unique(ids[annotated]) if i not in (0, VOID_ID)]
+        visible = object_ids(ids[annotated])
         if len(visible) > self.max_objects:
             visible = sorted(int(i) for i in rng.choice(visible, self.max_objects, replace=False))
         frames, ids = self.transform(frames, ids, rng)

@@ -16,11 +16,13 @@ import cv2
 import numpy as np
 
 
-def _translate(tx: float, ty: float) -> np.ndarray:
+def translation(tx: float, ty: float) -> np.ndarray:
+    """The 3x3 homogeneous matrix of a translation by (tx, ty) pixels."""
     return np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]], dtype=np.float64)
 
 
-def _scale(sx: float, sy: float) -> np.ndarray:
+def scaling(sx: float, sy: float) -> np.ndarray:
+    """The 3x3 homogeneous matrix of a scaling by (sx, sy) about the origin."""
     return np.array([[sx, 0, 0], [0, sy, 0], [0, 0, 1]], dtype=np.float64)
 
 
@@ -37,7 +39,7 @@ def _shear(deg: float) -> np.ndarray:
 def _grid_map(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> np.ndarray:
     """Pixel-centre-aligned scaling from one grid to another (e.g. 480p mask grid -> 240p frame grid)."""
     sy, sx = dst_hw[0] / src_hw[0], dst_hw[1] / src_hw[1]
-    return _translate(0.5 * sx - 0.5, 0.5 * sy - 0.5) @ _scale(sx, sy)
+    return translation(0.5 * sx - 0.5, 0.5 * sy - 0.5) @ scaling(sx, sy)
 
 
 def warp_clip(
@@ -127,18 +129,18 @@ class ClipTransform:
         sh = rng.uniform(-1, 1) * self.shear
         out_c = ((w - 1) / 2, (h - 1) / 2)
         base = (
-            _translate(out_c[0] + off_x, out_c[1] + off_y)
+            translation(out_c[0] + off_x, out_c[1] + off_y)
             @ _rotate(rot)
             @ _shear(sh)
-            @ _scale(s * flip, s)
-            @ _translate(-(W - 1) / 2, -(H - 1) / 2)
+            @ scaling(s * flip, s)
+            @ translation(-(W - 1) / 2, -(H - 1) / 2)
         )
         mats = []
         for _ in range(num_frames):
             jt = rng.uniform(-1, 1, size=2) * self.jitter_translate * np.array([w, h])
             jr = rng.uniform(-1, 1) * self.jitter_rotate
             js = 1.0 + rng.uniform(-1, 1) * self.jitter_scale
-            jit = _translate(out_c[0] + jt[0], out_c[1] + jt[1]) @ _rotate(jr) @ _scale(js, js) @ _translate(-out_c[0], -out_c[1])
+            jit = translation(out_c[0] + jt[0], out_c[1] + jt[1]) @ _rotate(jr) @ scaling(js, js) @ translation(-out_c[0], -out_c[1])
             mats.append(jit @ base)
         return mats
 
