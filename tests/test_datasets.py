@@ -18,7 +18,7 @@ from recvos.data.datasets import (
     open_dataset,
 )
 from recvos.data.masks import write_mask
-from recvos.data.synthetic import synthetic_clip, write_synthetic_dataset
+from recvos.data.synthetic import synthetic_clip, video_seed, write_synthetic_dataset
 from recvos.errors import RecvosError
 
 H, W = 8, 12
@@ -231,9 +231,7 @@ def test_open_dataset_unknown_kind(tmp_path):
 def test_synthetic_tree_matches_generator(tmp_path):
     root = write_synthetic_dataset(tmp_path, num_videos=1, seed=2, num_frames=3, size=(24, 32))
     seq = FolderDataset(root)[0]
-    from recvos.data.synthetic import _clip_seed
-
-    clip = synthetic_clip(_clip_seed(2, 0), 3, (24, 32))
+    clip = synthetic_clip(video_seed(2, 0), 3, (24, 32))
     for t in range(3):
         assert np.array_equal(seq.load_frame(t), clip.frames[t])  # PNG frames are lossless
         assert np.array_equal(seq.load_mask(t), clip.masks[t])
