@@ -38,7 +38,8 @@ from _common import write_section  # noqa: E402  (benchmarks/ is on sys.path)
 from PIL import Image
 
 from recvos.data.masks import read_mask, write_mask
-from recvos.evaluation.protocols import METRIC_KEYS, evaluate_sequences
+from recvos.evaluation.protocols import evaluate_sequences
+from recvos.evaluation.results import METRIC_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL_TOOLKIT_S = 18.7  # measured on this 2-core machine (issue 2)
