@@ -1,8 +1,15 @@
 """Training losses: soft IoU (RSIS/RVOS), BCE, dice, Lovasz hinge, Hungarian slot matching, objectness BCE.
 
-Shapes follow :mod:`recvos._shapes`. Mask terms are computed per object per frame and averaged over the
-(frame, object) pairs a boolean ``weight`` mask [B, T, O] selects: the frame is annotated and the object is
-present (one-shot), or the slot is matched to a ground-truth object that is annotated there (zero-shot).
+Mask terms are computed per object per frame and averaged over the (frame, object) pairs a boolean
+``weight`` mask [B, T, O] selects: the frame is annotated and the object is present (one-shot), or the slot
+is matched to a ground-truth object that is annotated there (zero-shot).
+
+Shape grammar (used in every docstring and annotation of recvos): B batch, T time (frames), O objects
+(slots; P predicted slots and G ground-truth objects where they differ), C channels, H and W height and
+width; a stride suffix names a feature map's resolution relative to the input, ``f4`` is H/4 x W/4, and
+``f8``, ``f16``, ``f32`` likewise. Masks and logits given to models are float [B, O, H, W] ({0, 1} or soft),
+objectness is a probability [B, O]; frames given to models are float RGB [B, 3, H, W] in [0, 1], frames
+from frame sources uint8 RGB numpy [H, W, 3]; object-id maps are integer numpy [H, W] (0 background).
 """
 
 from __future__ import annotations
