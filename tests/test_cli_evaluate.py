@@ -116,3 +116,12 @@ def test_reference_values_davis2016(davis2016_root, tmp_path, capsys):
     for k, v in REFERENCE.items():
         assert round(got[k], 6) == v, k
     assert len(json.loads(out.read_text())["objects"]) == 20
+
+
+def test_cli_choices_equal_the_library():
+    """The CLI keeps literal copies (so building the parser imports no numpy); they must not drift."""
+    from recvos.cli import evaluate as cli
+    from recvos.data.datasets import DATASET_KINDS
+    from recvos.evaluation.scoring import TASKS
+
+    assert cli.TASKS == TASKS and cli.DATASETS == DATASET_KINDS
