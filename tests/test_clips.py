@@ -73,8 +73,16 @@ def test_sample_window_modes():
 
 def test_clip_format_and_determinism():
     videos = [square_video("a", objects=((1, 0), (2, 0))), square_video("b", seed=1)]
-    ds = ClipDataset(videos, size=(24, 40), num_frames=3, max_objects=3, max_stride=2,
-                     transform=ClipTransform((24, 40)), length=10, seed=3)
+    ds = ClipDataset(
+        videos,
+        size=(24, 40),
+        num_frames=3,
+        max_objects=3,
+        max_stride=2,
+        transform=ClipTransform((24, 40)),
+        length=10,
+        seed=3,
+    )
     item = ds[ClipKey(4, 3)]
     assert item["frames"].shape == (3, 3, 24, 40) and item["frames"].dtype == torch.float32
     # uint8 frames scaled to [0, 1]: every value is k / 255

@@ -55,7 +55,9 @@ def test_other_terms_known_values():
 def _brute_force_min(cost: np.ndarray) -> float:
     P, G = cost.shape
     if P >= G:
-        return min(sum(cost[r, c] for c, r in enumerate(rows)) for rows in itertools.permutations(range(P), G))
+        return min(
+            sum(cost[r, c] for c, r in enumerate(rows)) for rows in itertools.permutations(range(P), G)
+        )
     return min(sum(cost[r, c] for r, c in enumerate(cols)) for cols in itertools.permutations(range(G), P))
 
 
@@ -142,7 +144,9 @@ def test_zero_shot_gradient_only_reaches_matched_slots():
     target = torch.zeros(1, 1, 1, 8, 8)
     target[..., :4, :] = 1
     logits = torch.randn(1, 1, 3, 8, 8, requires_grad=True)
-    out = loss(logits, torch.full((1, 1, 3), 0.5), target, torch.ones(1, 1, 1, dtype=torch.bool), zero_shot=True)
+    out = loss(
+        logits, torch.full((1, 1, 3), 0.5), target, torch.ones(1, 1, 1, dtype=torch.bool), zero_shot=True
+    )
     out.total.backward()
     matched = int(out.assign[0].argmax())
     norms = logits.grad[0, 0].abs().sum((-2, -1))

@@ -150,19 +150,25 @@ def test_bound_radius():
 
 
 def test_seg2bmap_by_hand():
-    seg = np.array([
-        [0, 0, 0, 0],
-        [0, 1, 1, 0],
-        [0, 1, 1, 0],
-        [0, 0, 0, 0],
-    ], bool)
+    seg = np.array(
+        [
+            [0, 0, 0, 0],
+            [0, 1, 1, 0],
+            [0, 1, 1, 0],
+            [0, 0, 0, 0],
+        ],
+        bool,
+    )
     # XOR with east/south/south-east: the ring offset half a pixel towards the origin
-    expected = np.array([
-        [1, 1, 1, 0],
-        [1, 0, 1, 0],
-        [1, 1, 1, 0],
-        [0, 0, 0, 0],
-    ], bool)
+    expected = np.array(
+        [
+            [1, 1, 1, 0],
+            [1, 0, 1, 0],
+            [1, 1, 1, 0],
+            [0, 0, 0, 0],
+        ],
+        bool,
+    )
     assert np.array_equal(seg2bmap(seg), expected)
     # last row / last column: only the east / south neighbour counts; bottom-right never
     edge = np.zeros((3, 3), bool)

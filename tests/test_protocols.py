@@ -9,8 +9,8 @@ from scipy.optimize import linear_sum_assignment
 from recvos.data.masks import write_mask
 from recvos.data.synthetic import synthetic_clip, write_synthetic_dataset
 from recvos.errors import RecvosError
-from recvos.evaluation.metrics import jaccard_and_f, summarize
 from recvos.evaluation.folders import find_ground_truth
+from recvos.evaluation.metrics import jaccard_and_f, summarize
 from recvos.evaluation.protocols import (
     evaluate_arrays,
     evaluate_semi_supervised,
@@ -53,8 +53,15 @@ def _toolkit_unsup(gt, pred):
 def _toolkit_global(per_object):
     st = np.array([[*summarize(j), *summarize(f)] for j, f in per_object])
     jm, jr, jd, fm, fr, fd = st.mean(axis=0)
-    return {"J&F-Mean": (jm + fm) / 2, "J-Mean": jm, "J-Recall": jr, "J-Decay": jd,
-            "F-Mean": fm, "F-Recall": fr, "F-Decay": fd}
+    return {
+        "J&F-Mean": (jm + fm) / 2,
+        "J-Mean": jm,
+        "J-Recall": jr,
+        "J-Decay": jd,
+        "F-Mean": fm,
+        "F-Recall": fr,
+        "F-Decay": fd,
+    }
 
 
 def _perturb(masks, seed):
@@ -211,7 +218,9 @@ def test_files_equal_arrays_and_workers(tmp_path, clips):
     unsup = evaluate_unsupervised(tmp_path / "gt", tmp_path / "pred", workers=2)
     assert unsup.global_metrics == evaluate_arrays(gts, preds, "unsupervised").global_metrics
     done = []
-    evaluate_sequences(tmp_path / "gt", tmp_path / "pred", workers=1, sequences=["s1"], on_sequence_done=done.append)
+    evaluate_sequences(
+        tmp_path / "gt", tmp_path / "pred", workers=1, sequences=["s1"], on_sequence_done=done.append
+    )
     assert done == ["s1"]
 
 

@@ -103,7 +103,9 @@ def match_slots(probs: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) 
         any_valid = valid.any(1)  # [B, G]
         first_t = valid.float().argmax(1)  # [B, G]: index of the first True (0 if none)
         bidx = torch.arange(B, device=probs.device)[:, None].expand(B, G)
-        tgt = target[bidx, first_t, torch.arange(G, device=probs.device)[None, :].expand(B, G)]  # [B, G, H, W]
+        tgt = target[
+            bidx, first_t, torch.arange(G, device=probs.device)[None, :].expand(B, G)
+        ]  # [B, G, H, W]
         prd = probs[bidx, first_t]  # [B, G, P, H, W]: all slots at each object's first frame
         cost = soft_iou_loss(prd.float(), tgt[:, :, None].float())  # [B, G, P]
         cost = cost.transpose(1, 2).cpu().numpy()  # [B, P, G]
@@ -188,7 +190,9 @@ class VOSLoss(torch.nn.Module):
             w = torch.gather(weight, 2, safe[:, None, :].expand(B, T, P)) & matched[:, None, :]
         else:
             if target.shape[2] != P:
-                raise ValueError(f"one-shot loss needs as many slots as objects, got {P} and {target.shape[2]}")
+                raise ValueError(
+                    f"one-shot loss needs as many slots as objects, got {P} and {target.shape[2]}"
+                )
             tgt, w = target, weight
         wf = w.float()
         denom = wf.sum().clamp(min=1.0)
@@ -200,7 +204,11 @@ class VOSLoss(torch.nn.Module):
             terms[name] = float(val.detach())
         if zero_shot:
             obj_t = matched[:, None, :].expand(B, T, P).float()
-            frame_w = annotated if annotated is not None else torch.ones(B, T, dtype=torch.bool, device=logits.device)
+            frame_w = (
+                annotated
+                if annotated is not None
+                else torch.ones(B, T, dtype=torch.bool, device=logits.device)
+            )
             fw = frame_w[:, :, None].expand(B, T, P).float()
             obj = F.binary_cross_entropy(objectness.float().clamp(1e-6, 1 - 1e-6), obj_t, reduction="none")
             obj = (obj * fw).sum() / fw.sum().clamp(min=1.0)

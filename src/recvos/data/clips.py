@@ -204,8 +204,20 @@ class ClipDataset(Dataset):
         self.transform = transform or ClipTransform(self.size, enabled=False)
         self.length = length
         self.seed = seed
-        self.synthetic_opts = {"pool": 64, "num_frames": 16, "size": (96, 128), "num_objects": 2, **(synthetic or {})}
-        self.composite_opts = {"min_pasted": 1, "max_pasted": 2, "scale": (0.4, 0.9), "max_offset": 0.35, **(composite or {})}
+        self.synthetic_opts = {
+            "pool": 64,
+            "num_frames": 16,
+            "size": (96, 128),
+            "num_objects": 2,
+            **(synthetic or {}),
+        }
+        self.composite_opts = {
+            "min_pasted": 1,
+            "max_pasted": 2,
+            "scale": (0.4, 0.9),
+            "max_offset": 0.35,
+            **(composite or {}),
+        }
         mix = {"real": 1.0, "composite": 0.0, "synthetic": 0.0, **(mix or {})}
         self.videos = list(videos) if videos is not None else []
         if self.videos and self.num_frames_max < 1:
@@ -257,7 +269,13 @@ class ClipDataset(Dataset):
                 f"{'/data.num_frames_max' if self.num_frames_max != self.num_frames else ''}"
             )
         if len(usable) < len(self.videos):
-            log.info("%s: %d of %d sequences usable for clips of %d frames", source_name, len(usable), len(self.videos), T)
+            log.info(
+                "%s: %d of %d sequences usable for clips of %d frames",
+                source_name,
+                len(usable),
+                len(self.videos),
+                T,
+            )
         return usable
 
     def synthetic_video(self, k: int) -> ArrayVideo:
@@ -265,8 +283,15 @@ class ClipDataset(Dataset):
         if k not in self._synthetic_cache:
             o = self.synthetic_opts
             seed = int(np.random.SeedSequence([self.seed, 7919, k]).generate_state(1)[0])
-            clip = synthetic_clip(seed, num_frames=int(o["num_frames"]), size=tuple(o["size"]), num_objects=int(o["num_objects"]))
-            self._synthetic_cache[k] = ArrayVideo(f"synthetic{k:04d}", np.asarray(clip.frames), np.asarray(clip.masks))
+            clip = synthetic_clip(
+                seed,
+                num_frames=int(o["num_frames"]),
+                size=tuple(o["size"]),
+                num_objects=int(o["num_objects"]),
+            )
+            self._synthetic_cache[k] = ArrayVideo(
+                f"synthetic{k:04d}", np.asarray(clip.frames), np.asarray(clip.masks)
+            )
         return self._synthetic_cache[k]
 
     def _candidates(self, T: int, mode: str) -> list[int]:
@@ -277,10 +302,14 @@ class ClipDataset(Dataset):
             self._cands[key] = [i for i in self.usable if n(self.videos[i]) >= T]
             if not self._cands[key]:
                 what = "annotated frames" if mode == "annotated" else "frames"
-                raise RecvosError(f"no training sequence has {T} {what}; lower data.num_frames/data.num_frames_max")
+                raise RecvosError(
+                    f"no training sequence has {T} {what}; lower data.num_frames/data.num_frames_max"
+                )
         return self._cands[key]
 
-    def _pick_video(self, rng: np.random.Generator, T: int, mode: str, exclude: int | None = None) -> tuple[Video, np.ndarray, int]:
+    def _pick_video(
+        self, rng: np.random.Generator, T: int, mode: str, exclude: int | None = None
+    ) -> tuple[Video, np.ndarray, int]:
         """A real video with a window of T frames: (video, frame indices, video index)."""
         cands = self._candidates(T, mode)
         for _ in range(MAX_ATTEMPTS):
@@ -291,7 +320,9 @@ class ClipDataset(Dataset):
             idx = sample_window(_num_frames(v), v.annotated_indices, T, self.max_stride, mode, rng)
             if idx is not None:
                 return v, idx, vi
-        raise RecvosError(f"no training sequence has a window of {T} frames starting on an annotated frame; lower data.num_frames")
+        raise RecvosError(
+            f"no training sequence has a window of {T} frames starting on an annotated frame; lower data.num_frames"
+        )
 
     def _pick_synthetic(self, rng: np.random.Generator, T: int) -> tuple[ArrayVideo, np.ndarray]:
         v = self.synthetic_video(int(rng.integers(int(self.synthetic_opts["pool"]))))
@@ -321,7 +352,13 @@ class ClipDataset(Dataset):
                     donors.append(load_window(dv, didx))
                     name += f"+{dv.name}"
                 frames, ids, annotated = paste_objects(
-                    frames, ids, annotated, donors, rng, scale=tuple(o["scale"]), max_offset=float(o["max_offset"])
+                    frames,
+                    ids,
+                    annotated,
+                    donors,
+                    rng,
+                    scale=tuple(o["scale"]),
+                    max_offset=float(o["max_offset"]),
                 )
         # objects visible somewhere in the clip's annotated frames; keep a random subset of at most O
         visible = object_ids(ids[annotated])
@@ -374,7 +411,9 @@ class ClipSampler(DistributedSampler):
         frames: str = "all",
         annotated_until_step: int | None = None,
     ) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        super().__init__(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True
+        )
         self.batch_size = batch_size
         self.start_batch = start_batch
         self.accumulate = accumulate
@@ -425,4 +464,3 @@ def seed_worker(worker_id: int) -> None:
     s = torch.initial_seed() % 2**32
     np.random.seed(s)
     random.seed(s)
-

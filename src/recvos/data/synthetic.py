@@ -24,7 +24,13 @@ from recvos.fileio import atomic_path, atomic_write
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SyntheticClip", "synthetic_clip", "video_seed", "write_synthetic_dataset", "write_synthetic_video"]
+__all__ = [
+    "SyntheticClip",
+    "synthetic_clip",
+    "video_seed",
+    "write_synthetic_dataset",
+    "write_synthetic_video",
+]
 
 #: An object must show at least this fraction of its area in frame 0 (resampled otherwise).
 _MIN_VISIBLE_FIRST = 0.5

@@ -137,7 +137,9 @@ def load_ground_truth(spec: SequenceSpec) -> list[np.ndarray]:
 def check_predictions(specs: list[SequenceSpec], pred_dir: Path) -> None:
     """RecvosError unless ``pred_dir`` holds a folder for every sequence of ``specs``."""
     if not pred_dir.is_dir():
-        raise RecvosError(f"{pred_dir}: prediction folder not found; pass the folder holding <seq>/<frame>.png")
+        raise RecvosError(
+            f"{pred_dir}: prediction folder not found; pass the folder holding <seq>/<frame>.png"
+        )
     absent = [s.name for s in specs if not (pred_dir / s.name).is_dir()]
     if absent:
         more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""

@@ -63,9 +63,14 @@ def _score_job(job: _Job) -> list[ObjectScores]:
     spec = job.spec
     gt = load_ground_truth(spec)
     return score_sequence(
-        job.task, spec.name, spec.frames, gt,
-        lambda k: read_prediction(spec, job.pred_dir, k, gt[k].shape), job.bound_th,
-        lambda k: str(prediction_path(spec, job.pred_dir, k)), job.max_proposals,
+        job.task,
+        spec.name,
+        spec.frames,
+        gt,
+        lambda k: read_prediction(spec, job.pred_dir, k, gt[k].shape),
+        job.bound_th,
+        lambda k: str(prediction_path(spec, job.pred_dir, k)),
+        job.max_proposals,
     )
 
 
@@ -110,13 +115,17 @@ def evaluate_sequences(
     check_predictions(specs, pred_root)
     jobs = [_Job(s, pred_root, task, bound_th, max_proposals) for s in specs]
     per_seq = parallel_map(
-        _score_job, jobs, default_workers() if workers is None else workers,
+        _score_job,
+        jobs,
+        default_workers() if workers is None else workers,
         cost=lambda job: len(job.spec.frames),
         on_done=(lambda job: on_sequence_done(job.spec.name)) if on_sequence_done else None,
     )
     objects = [o for seq in per_seq for o in seq]
     if not objects:
-        raise RecvosError(f"{label}: no ground-truth object could be evaluated (empty masks or too-short sequences)")
+        raise RecvosError(
+            f"{label}: no ground-truth object could be evaluated (empty masks or too-short sequences)"
+        )
     return EvalResult(task, objects)
 
 
@@ -135,7 +144,9 @@ def _integer_ids(m, what: str) -> np.ndarray:
     a = np.asarray(m)
     if a.dtype.kind == "f":
         if not np.array_equal(a, np.round(a)):
-            raise RecvosError(f"{what}: mask has non-integer values; threshold or argmax probabilities into ids first")
+            raise RecvosError(
+                f"{what}: mask has non-integer values; threshold or argmax probabilities into ids first"
+            )
         return a.astype(np.int64)
     if a.dtype.kind not in "biu":
         raise RecvosError(f"{what}: mask dtype {a.dtype} is not an integer id map")
@@ -164,7 +175,9 @@ def evaluate_arrays(
         gl = [np.where(m == VOID_ID, 0, m) if m.size and m.max() >= VOID_ID else m for m in gl]
         pl = pred_masks[name]
         if len(pl) != len(gl):
-            raise RecvosError(f"sequence {name!r}: {len(pl)} predicted frames for {len(gl)} ground-truth frames")
+            raise RecvosError(
+                f"sequence {name!r}: {len(pl)} predicted frames for {len(gl)} ground-truth frames"
+            )
         frames = [f"{k:05d}" for k in range(len(gl))]
 
         def pred(k: int, pl=pl, gl=gl, name=name) -> np.ndarray:

@@ -33,7 +33,9 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(
+            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
 
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
@@ -63,9 +65,25 @@ def to_csv(result: EvalResult) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["Sequence", "sequence", "object", "frames", *METRIC_KEYS])
     g = result.global_metrics
-    w.writerow(["Global", "", "", sum(len(o.frames) for o in result.objects), *(repr(float(g[k])) for k in METRIC_KEYS)])
+    w.writerow(
+        [
+            "Global",
+            "",
+            "",
+            sum(len(o.frames) for o in result.objects),
+            *(repr(float(g[k])) for k in METRIC_KEYS),
+        ]
+    )
     for r in result.per_sequence:
-        w.writerow([r["Sequence"], r["sequence"], r["object"], r["frames"], *(repr(float(r[k])) for k in METRIC_KEYS)])
+        w.writerow(
+            [
+                r["Sequence"],
+                r["sequence"],
+                r["object"],
+                r["frames"],
+                *(repr(float(r[k])) for k in METRIC_KEYS),
+            ]
+        )
     return buf.getvalue()
 
 
@@ -129,7 +147,7 @@ def _j_curves(result: EvalResult, fh) -> None:
     nrows = math.ceil(len(seqs) / cols)
     fig = _figure((3.2 * cols, 2.4 * nrows))
     axes = fig.subplots(nrows, cols, squeeze=False)
-    for ax in axes.ravel()[len(seqs):]:
+    for ax in axes.ravel()[len(seqs) :]:
         ax.set_visible(False)
     by_seq: dict[str, list] = {s: [] for s in seqs}
     for o in result.objects:

@@ -22,8 +22,13 @@ METRIC_KEYS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall"
 def _metrics(jm: float, jr: float, jd: float, fm: float, fr: float, fd: float) -> dict[str, float]:
     """The seven metrics (:data:`METRIC_KEYS`) from J and F mean, recall and decay."""
     return {
-        "J&F-Mean": (jm + fm) / 2, "J-Mean": jm, "J-Recall": jr, "J-Decay": jd,
-        "F-Mean": fm, "F-Recall": fr, "F-Decay": fd,
+        "J&F-Mean": (jm + fm) / 2,
+        "J-Mean": jm,
+        "J-Recall": jr,
+        "J-Decay": jd,
+        "F-Mean": fm,
+        "F-Recall": fr,
+        "F-Decay": fd,
     }
 
 
@@ -83,6 +88,12 @@ class EvalResult:
         """One row per object (the toolkit's per-sequence table): Sequence (``seq_objid``), sequence,
         object, frames (count) and the seven metrics."""
         return [
-            {"Sequence": o.name, "sequence": o.sequence, "object": o.object_id, "frames": len(o.frames), **o.stats()}
+            {
+                "Sequence": o.name,
+                "sequence": o.sequence,
+                "object": o.object_id,
+                "frames": len(o.frames),
+                **o.stats(),
+            }
             for o in self.objects
         ]

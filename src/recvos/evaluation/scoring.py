@@ -77,8 +77,12 @@ def _score_semi(
     positions = {o: list(range(first[o] + 1, n - 1)) for o in objects}
     for o in objects:
         if not positions[o]:
-            log.warning("%s: object %d appears in frame %s, too late to be evaluated (semi-supervised)",
-                        name, o, frames[first[o]])
+            log.warning(
+                "%s: object %d appears in frame %s, too late to be evaluated (semi-supervised)",
+                name,
+                o,
+                frames[first[o]],
+            )
     needed = sorted(set().union(*positions.values())) if objects else []
     js: dict[int, list[float]] = {o: [] for o in objects}
     fs: dict[int, list[float]] = {o: [] for o in objects}
@@ -93,8 +97,14 @@ def _score_semi(
                 js[o].append(j)
                 fs[o].append(f)
     return [
-        ObjectScores(name, o, [frames[k] for k in positions[o]], np.array(js[o], dtype=np.float64),
-                     np.array(fs[o], dtype=np.float64), pred_id=o)
+        ObjectScores(
+            name,
+            o,
+            [frames[k] for k in positions[o]],
+            np.array(js[o], dtype=np.float64),
+            np.array(fs[o], dtype=np.float64),
+            pred_id=o,
+        )
         for o in objects
         if positions[o]
     ]
@@ -159,8 +169,14 @@ def _score_unsup(
     out = []
     for c, o in enumerate(objects):
         r = match[c]
-        out.append(ObjectScores(
-            name, o, list(frames), J[r, c].copy(), F[r, c].copy(),
-            pred_id=proposals[r] if r < len(proposals) else None,
-        ))
+        out.append(
+            ObjectScores(
+                name,
+                o,
+                list(frames),
+                J[r, c].copy(),
+                F[r, c].copy(),
+                pred_id=proposals[r] if r < len(proposals) else None,
+            )
+        )
     return out
