@@ -18,7 +18,6 @@ import logging
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from recvos.data.masks import first_appearance, present_ids
 from recvos.errors import RecvosError
@@ -139,6 +138,8 @@ def _score_unsup(
     pred_label: Callable[[int], str],
     max_proposals: int,
 ) -> list[ObjectScores]:
+    from scipy.optimize import linear_sum_assignment  # ~0.5 s to import; only this protocol needs it
+
     n = len(gt)
     objects = list(first_appearance(gt))
     if not objects:
