@@ -38,12 +38,20 @@ from _common import write_section  # noqa: E402  (benchmarks/ is on sys.path)
 from PIL import Image
 
 from recvos.data.masks import read_mask, write_mask
-from recvos.evaluation.protocols import METRIC_KEYS, evaluate_sequences
+from recvos.evaluation.protocols import evaluate_sequences
+from recvos.evaluation.results import METRIC_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL_TOOLKIT_S = 18.7  # measured on this 2-core machine (issue 2)
-REFERENCE = {"J&F-Mean": 0.880394, "J-Mean": 0.762953, "J-Recall": 0.906767, "J-Decay": 0.023349,
-             "F-Mean": 0.997834, "F-Recall": 1.0, "F-Decay": 0.002144}
+REFERENCE = {
+    "J&F-Mean": 0.880394,
+    "J-Mean": 0.762953,
+    "J-Recall": 0.906767,
+    "J-Decay": 0.023349,
+    "F-Mean": 0.997834,
+    "F-Recall": 1.0,
+    "F-Decay": 0.002144,
+}
 SECTION = "## Evaluation speed (DAVIS-2016 val J&F, CPU)"
 
 # ----------------------------------------------------------------------- the toolkit's algorithm, mirrored
@@ -162,7 +170,12 @@ def _timed(fn, repeats: int) -> dict:
         out = fn()
         walls.append(time.perf_counter() - t0)
         cpus.append(_cpu_s() - c0)
-    return {"median": statistics.median(walls), "min": min(walls), "cpu": statistics.median(cpus), "result": out}
+    return {
+        "median": statistics.median(walls),
+        "min": min(walls),
+        "cpu": statistics.median(cpus),
+        "result": out,
+    }
 
 
 def write_report(path: Path, body: str) -> None:
@@ -195,14 +208,33 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, dict] = {}
         if not args.skip_reference:
             runs["toolkit algorithm (mirror), 1 process"] = _timed(
-                lambda: toolkit_reference(args.root, names, pred), args.repeats)
+                lambda: toolkit_reference(args.root, names, pred), args.repeats
+            )
         for w in sorted({1, args.workers}):
             runs[f"recvos `evaluate_sequences`, {w} process{'es' if w > 1 else ''}"] = _timed(
-                lambda w=w: evaluate_sequences(args.root, pred, "semi-supervised", args.split, workers=w).global_metrics,
+                lambda w=w: (
+                    evaluate_sequences(
+                        args.root, pred, "semi-supervised", args.split, workers=w
+                    ).global_metrics
+                ),
                 args.repeats,
             )
-        cmd = [sys.executable, "-m", "recvos", "evaluate", "--gt", str(args.root), "--pred", str(pred),
-               "--split", args.split, "--workers", str(args.workers), "--json", str(Path(tmp) / "m.json")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "recvos",
+            "evaluate",
+            "--gt",
+            str(args.root),
+            "--pred",
+            str(pred),
+            "--split",
+            args.split,
+            "--workers",
+            str(args.workers),
+            "--json",
+            str(Path(tmp) / "m.json"),
+        ]
 
         def cli() -> dict:
             subprocess.run(cmd, check=True, capture_output=True)
@@ -213,8 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     base = next(r["result"] for name, r in runs.items() if name.startswith("recvos"))
     matches_issue = all(round(base[k], 6) == v for k, v in REFERENCE.items())
     ref = runs.get("toolkit algorithm (mirror), 1 process")
-    header = ("| method | wall s, median | wall s, min | CPU s | speed-up vs same-run toolkit algorithm (min) | "
-              f"speed-up vs official toolkit's {OFFICIAL_TOOLKIT_S} s (median / min) | same numbers |")
+    header = (
+        "| method | wall s, median | wall s, min | CPU s | speed-up vs same-run toolkit algorithm (min) | "
+        f"speed-up vs official toolkit's {OFFICIAL_TOOLKIT_S} s (median / min) | same numbers |"
+    )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for name, r in runs.items():
         g = r["result"]
@@ -229,7 +263,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: " + "  ".join(f"{k} {g[k]:.6f}" for k in METRIC_KEYS), file=sys.stderr)
     table = "\n".join(lines)
     print(table)
-    print(f"global metrics {'equal' if matches_issue else 'DIFFER from'} the issue's reference values", file=sys.stderr)
+    print(
+        f"global metrics {'equal' if matches_issue else 'DIFFER from'} the issue's reference values",
+        file=sys.stderr,
+    )
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
     if args.write:
         body = (
@@ -241,13 +278,16 @@ def main(argv: list[str] | None = None) -> int:
             f"F-Decay {base['F-Decay']:.6f}"
             f"{' (= the official toolkit)' if matches_issue else ' (DIFFERS from the official toolkit)'}. "
             f"Same run, same PNG files (palette predictions, 0/255 ground truth), {args.repeats} runs each. "
-            "The \"toolkit algorithm\" row is this repository's step-by-step mirror of davis2017-evaluation "
+            'The "toolkit algorithm" row is this repository\'s step-by-step mirror of davis2017-evaluation '
             "(PIL decoding into float arrays, one-hot masks, per-frame boundary maps, skimage disk + cv2.dilate "
             f"on full frames), single process; the official toolkit itself took {OFFICIAL_TOOLKIT_S} s on this "
             "machine.\n\n"
             f"Machine: {machine}; load average (1/5/15 min) before the run {load_before}"
-            + (": other jobs shared the cores, so wall times are inflated (the minimum is the better estimate)"
-               if os.getloadavg()[0] > 0.5 or float(load_before.split(" / ")[0]) > 0.5 else "")
+            + (
+                ": other jobs shared the cores, so wall times are inflated (the minimum is the better estimate)"
+                if os.getloadavg()[0] > 0.5 or float(load_before.split(" / ")[0]) > 0.5
+                else ""
+            )
             + ". CPU seconds include the worker processes.\n\n"
             "```\n.venv/bin/python benchmarks/eval_speed.py --root ../shared/data/davis2016 "
             f"--workers {args.workers} --repeats {args.repeats} --write\n```\n\n"

@@ -16,8 +16,13 @@ from recvos.evaluation.protocols import evaluate_sequences
 # reference values computed with the official DAVIS toolkit (davis2017-evaluation) on DAVIS-2016 val,
 # predictions = ground truth rolled by (5, 5) pixels
 REFERENCE = {
-    "J&F-Mean": 0.880394, "J-Mean": 0.762953, "J-Recall": 0.906767, "J-Decay": 0.023349,
-    "F-Mean": 0.997834, "F-Recall": 1.0, "F-Decay": 0.002144,
+    "J&F-Mean": 0.880394,
+    "J-Mean": 0.762953,
+    "J-Recall": 0.906767,
+    "J-Decay": 0.023349,
+    "F-Mean": 0.997834,
+    "F-Recall": 1.0,
+    "F-Decay": 0.002144,
 }
 
 
@@ -35,8 +40,23 @@ def tree(tmp_path):
 def test_evaluate_prints_and_writes(tree, tmp_path, capsys):
     root, pred = tree
     out = tmp_path / "out"
-    rc = main(["evaluate", "--gt", str(root), "--pred", str(pred), "--csv", str(out / "m.csv"),
-               "--json", str(out / "m.json"), "--plot", str(out / "plots"), "--workers", "1"])
+    rc = main(
+        [
+            "evaluate",
+            "--gt",
+            str(root),
+            "--pred",
+            str(pred),
+            "--csv",
+            str(out / "m.csv"),
+            "--json",
+            str(out / "m.json"),
+            "--plot",
+            str(out / "plots"),
+            "--workers",
+            "1",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "J&F-Mean" in text and "synthetic002_1" in text and "synthetic002_2" in text
@@ -58,8 +78,22 @@ def test_evaluate_prints_and_writes(tree, tmp_path, capsys):
 def test_evaluate_unsupervised_and_annotation_dir(tree, capsys):
     root, pred = tree
     # a plain annotation folder (all three sequences), perfect predictions
-    assert main(["evaluate", "--gt", str(root / "Annotations"), "--pred", str(root / "Annotations"),
-                 "--task", "unsupervised", "--workers", "2"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--gt",
+                str(root / "Annotations"),
+                "--pred",
+                str(root / "Annotations"),
+                "--task",
+                "unsupervised",
+                "--workers",
+                "2",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "unsupervised" in text and "1.000000" in text
     assert "synthetic000_1" in text and "synthetic001_2" in text
@@ -116,3 +150,12 @@ def test_reference_values_davis2016(davis2016_root, tmp_path, capsys):
     for k, v in REFERENCE.items():
         assert round(got[k], 6) == v, k
     assert len(json.loads(out.read_text())["objects"]) == 20
+
+
+def test_cli_choices_equal_the_library():
+    """The CLI keeps literal copies (so building the parser imports no numpy); they must not drift."""
+    from recvos.cli import evaluate as cli
+    from recvos.data.datasets import DATASET_KINDS
+    from recvos.evaluation.scoring import TASKS
+
+    assert cli.TASKS == TASKS and cli.DATASETS == DATASET_KINDS

@@ -73,11 +73,21 @@ def test_sample_window_modes():
 
 def test_clip_format_and_determinism():
     videos = [square_video("a", objects=((1, 0), (2, 0))), square_video("b", seed=1)]
-    ds = ClipDataset(videos, size=(24, 40), num_frames=3, max_objects=3, max_stride=2,
-                     transform=ClipTransform((24, 40)), length=10, seed=3)
+    ds = ClipDataset(
+        videos,
+        size=(24, 40),
+        num_frames=3,
+        max_objects=3,
+        max_stride=2,
+        transform=ClipTransform((24, 40)),
+        length=10,
+        seed=3,
+    )
     item = ds[ClipKey(4, 3)]
     assert item["frames"].shape == (3, 3, 24, 40) and item["frames"].dtype == torch.float32
-    assert 0 <= float(item["frames"].min()) and float(item["frames"].max()) <= 1
+    # uint8 frames scaled to [0, 1]: every value is k / 255
+    scaled = item["frames"] * 255
+    assert torch.allclose(scaled, scaled.round(), atol=1e-3) and 0 <= scaled.min() and scaled.max() <= 255
     assert item["masks"].shape == (3, 3, 24, 40)
     assert item["valid"].shape == (3, 3) and item["valid"].dtype == torch.bool
     assert item["present"].shape == (3,) and item["annotated"].all()

@@ -18,7 +18,7 @@ from recvos.data.datasets import (
     open_dataset,
 )
 from recvos.data.masks import write_mask
-from recvos.data.synthetic import synthetic_clip, write_synthetic_dataset
+from recvos.data.synthetic import synthetic_clip, video_seed, write_synthetic_dataset
 from recvos.errors import RecvosError
 
 H, W = 8, 12
@@ -231,9 +231,7 @@ def test_open_dataset_unknown_kind(tmp_path):
 def test_synthetic_tree_matches_generator(tmp_path):
     root = write_synthetic_dataset(tmp_path, num_videos=1, seed=2, num_frames=3, size=(24, 32))
     seq = FolderDataset(root)[0]
-    from recvos.data.synthetic import _clip_seed
-
-    clip = synthetic_clip(_clip_seed(2, 0), 3, (24, 32))
+    clip = synthetic_clip(video_seed(2, 0), 3, (24, 32))
     for t in range(3):
         assert np.array_equal(seq.load_frame(t), clip.frames[t])  # PNG frames are lossless
         assert np.array_equal(seq.load_mask(t), clip.masks[t])
@@ -250,4 +248,5 @@ def test_shared_davis2016(davis2016_root):
     assert seq.object_ids == [1] and seq.first_frame == {1: 0}
     f, m = seq.load_frame(40), seq.load_mask(40)
     assert f.shape == (240, 427, 3) and m.shape == (480, 854)
-    assert set(np.unique(m).tolist()) == {0, 1} and 0.01 < m.mean() < 0.5
+    raw = np.asarray(Image.open(seq.mask_paths[40]))  # the 0/255 greyscale file, decoded independently
+    assert set(np.unique(m).tolist()) == {0, 1} and m.sum() == (raw == 255).sum() > 0.01 * m.size

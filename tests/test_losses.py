@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -32,20 +33,31 @@ def test_soft_iou_known_values():
     assert soft_iou_loss(torch.full((4, 4), 0.5), y).item() == pytest.approx(1 - 4 / 12, abs=1e-5)
 
 
-def test_other_terms_shapes_and_minima():
-    y = (torch.rand(2, 3, 8, 8) > 0.5).float()
-    good = (y * 2 - 1) * 20
-    bad = -good
+def test_other_terms_known_values():
+    y = (torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    assert (y.sum((-2, -1)) > 0).all()  # every mask has positives (the Lovasz values below assume it)
+    good = (y * 2 - 1) * 20  # confident and right: margin 20 on every pixel
+    zero = torch.zeros_like(y)
     for fn in (bce_loss, lovasz_hinge_loss):
         assert fn(good, y).shape == (2, 3)
-        assert (fn(good, y) < fn(bad, y)).all()
+    assert torch.allclose(bce_loss(zero, y), torch.full((2, 3), math.log(2)))  # p = 0.5 everywhere
+    assert (bce_loss(good, y) < 1e-8).all()
+    # Lovasz hinge: errors 1 - margin; all equal to e -> loss e (the Jaccard loss of "all wrong" is 1)
+    assert torch.equal(lovasz_hinge_loss(good, y), torch.zeros(2, 3))  # hinge errors all negative
+    assert torch.allclose(lovasz_hinge_loss(zero, y), torch.ones(2, 3))
+    assert torch.allclose(lovasz_hinge_loss(-good, y), torch.full((2, 3), 21.0))
     assert (dice_loss(torch.sigmoid(good), y) < 1e-3).all()
+    # soft dice by hand: 1 - (2 * 0.5 * |y| + 1) / (32 + |y| + 1) on an 8x8 map of 0.5
+    n = float(y[0, 0].sum())
+    assert dice_loss(torch.full((8, 8), 0.5), y[0, 0]).item() == pytest.approx(1 - (n + 1) / (33 + n))
 
 
 def _brute_force_min(cost: np.ndarray) -> float:
     P, G = cost.shape
     if P >= G:
-        return min(sum(cost[r, c] for c, r in enumerate(rows)) for rows in itertools.permutations(range(P), G))
+        return min(
+            sum(cost[r, c] for c, r in enumerate(rows)) for rows in itertools.permutations(range(P), G)
+        )
     return min(sum(cost[r, c] for r, c in enumerate(cols)) for cols in itertools.permutations(range(G), P))
 
 
@@ -132,7 +144,9 @@ def test_zero_shot_gradient_only_reaches_matched_slots():
     target = torch.zeros(1, 1, 1, 8, 8)
     target[..., :4, :] = 1
     logits = torch.randn(1, 1, 3, 8, 8, requires_grad=True)
-    out = loss(logits, torch.full((1, 1, 3), 0.5), target, torch.ones(1, 1, 1, dtype=torch.bool), zero_shot=True)
+    out = loss(
+        logits, torch.full((1, 1, 3), 0.5), target, torch.ones(1, 1, 1, dtype=torch.bool), zero_shot=True
+    )
     out.total.backward()
     matched = int(out.assign[0].argmax())
     norms = logits.grad[0, 0].abs().sum((-2, -1))

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from recvos.data.masks import DAVIS_PALETTE, ids_to_onehot, onehot_to_ids, read_mask, write_mask
+from recvos.data.masks import (
+    DAVIS_PALETTE,
+    first_appearance,
+    ids_to_onehot,
+    object_ids,
+    onehot_to_ids,
+    present_ids,
+    read_ids,
+    read_mask,
+    resize_ids,
+    write_mask,
+)
 from recvos.errors import RecvosError
 
 
@@ -161,3 +173,56 @@ def test_onehot_to_ids_argmax_and_threshold():
     assert out.tolist() == [[4, 9, 0]]
     assert onehot_to_ids(probs, [4, 9], threshold=0.8).tolist() == [[4, 0, 0]]
     assert onehot_to_ids(np.zeros((0, 2, 2)), []).tolist() == [[0, 0], [0, 0]]
+
+
+def test_read_ids_equals_read_mask(tmp_path):
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 3, (17, 23)).astype(np.uint8)
+    cases = {
+        "binary_l.png": ids.astype(bool).astype(np.uint8) * 255,  # DAVIS-2016 style
+        "zeros_l.png": np.zeros((17, 23), np.uint8),
+        "ids_l.png": ids,
+        "full_l.png": np.full((17, 23), 255, np.uint8),
+    }
+    for name, a in cases.items():
+        assert cv2.imwrite(str(tmp_path / name), a)
+    write_mask(tmp_path / "palette.png", ids)
+    Image.fromarray(ids.astype(np.uint16) * 300).save(tmp_path / "i16.png")
+    for p in sorted(tmp_path.iterdir()):
+        got = read_ids(p)
+        assert np.array_equal(got, read_mask(p)), p.name
+        assert got.dtype == (np.int64 if p.name == "i16.png" else np.uint8), p.name  # ids > 255 stay int64
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    with pytest.raises(RecvosError, match="broken.png"):
+        read_ids(tmp_path / "broken.png")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64, np.uint16])
+def test_present_and_object_ids(dtype):
+    a = np.zeros((4, 5), dtype)
+    a[0, 0], a[1, 1], a[2, 2] = 3, 255, 17
+    assert present_ids(a) == [3, 17, 255]  # void included: predictions may use 255 as an id
+    assert object_ids(a) == [3, 17]  # void excluded: never a ground-truth object
+    assert present_ids(np.zeros((2, 2), dtype)) == [] and present_ids(np.zeros((0,), dtype)) == []
+    if dtype != np.uint8:
+        a[3, 3] = 300 if dtype == np.int64 else 65535
+        assert present_ids(a)[-1] == int(a[3, 3])
+    assert present_ids(np.array([[-2, 0, 5]])) == [-2, 5]
+
+
+def test_first_appearance_skips_unannotated_frames():
+    a = np.zeros((2, 2), np.int64)
+    b = a.copy()
+    b[0, 0], b[1, 1] = 4, 255
+    c = b.copy()
+    c[0, 1] = 2
+    assert first_appearance([a, None, b, c]) == {2: 3, 4: 2}
+    assert list(first_appearance([c, b])) == [2, 4]  # sorted by id
+    assert first_appearance([]) == {}
+
+
+def test_resize_ids_nearest():
+    ids = np.array([[1, 2], [3, 300]])
+    out = resize_ids(ids, (4, 4))
+    assert out.dtype == np.int32
+    assert out.tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 300, 300], [3, 3, 300, 300]]

@@ -150,19 +150,25 @@ def test_bound_radius():
 
 
 def test_seg2bmap_by_hand():
-    seg = np.array([
-        [0, 0, 0, 0],
-        [0, 1, 1, 0],
-        [0, 1, 1, 0],
-        [0, 0, 0, 0],
-    ], bool)
+    seg = np.array(
+        [
+            [0, 0, 0, 0],
+            [0, 1, 1, 0],
+            [0, 1, 1, 0],
+            [0, 0, 0, 0],
+        ],
+        bool,
+    )
     # XOR with east/south/south-east: the ring offset half a pixel towards the origin
-    expected = np.array([
-        [1, 1, 1, 0],
-        [1, 0, 1, 0],
-        [1, 1, 1, 0],
-        [0, 0, 0, 0],
-    ], bool)
+    expected = np.array(
+        [
+            [1, 1, 1, 0],
+            [1, 0, 1, 0],
+            [1, 1, 1, 0],
+            [0, 0, 0, 0],
+        ],
+        bool,
+    )
     assert np.array_equal(seg2bmap(seg), expected)
     # last row / last column: only the east / south neighbour counts; bottom-right never
     edge = np.zeros((3, 3), bool)
@@ -191,8 +197,10 @@ def test_jaccard_and_f_by_hand():
     p[0, 10:20, 15:25] = True  # 100 px, 50 shared
     J, F = jaccard_and_f(g, p, bound_th=1)
     assert J[0] == pytest.approx(50 / 150)
-    # shifted by 5 > 1 pixel: only the shared top/bottom edge runs (and nothing else) match
-    assert 0 < F[0] < 1
+    # seg2bmap draws each square as the 40-pixel ring of an 11x11 box (rows 9-19; cols 9-19 and 14-24).
+    # Within 1 pixel (a plus-shaped disk) of the other ring: 7 pixels of the top row, 7 of the bottom row
+    # and 2 of the facing inner column (the ends next to those rows), so P = R = 16/40 and F = 0.4.
+    assert F[0] == pytest.approx(0.4)
     J, F = jaccard_and_f(g, p, bound_th=5)
     assert F[0] == 1.0  # every boundary pixel within 5 px of the other boundary
 

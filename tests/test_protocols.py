@@ -9,15 +9,15 @@ from scipy.optimize import linear_sum_assignment
 from recvos.data.masks import write_mask
 from recvos.data.synthetic import synthetic_clip, write_synthetic_dataset
 from recvos.errors import RecvosError
+from recvos.evaluation.folders import find_ground_truth
 from recvos.evaluation.metrics import jaccard_and_f, summarize
 from recvos.evaluation.protocols import (
-    METRIC_KEYS,
     evaluate_arrays,
     evaluate_semi_supervised,
     evaluate_sequences,
     evaluate_unsupervised,
-    find_ground_truth,
 )
+from recvos.evaluation.results import METRIC_KEYS
 
 # ------------------------------------------------------------------ the toolkit's protocols (sequence level)
 
@@ -53,8 +53,15 @@ def _toolkit_unsup(gt, pred):
 def _toolkit_global(per_object):
     st = np.array([[*summarize(j), *summarize(f)] for j, f in per_object])
     jm, jr, jd, fm, fr, fd = st.mean(axis=0)
-    return {"J&F-Mean": (jm + fm) / 2, "J-Mean": jm, "J-Recall": jr, "J-Decay": jd,
-            "F-Mean": fm, "F-Recall": fr, "F-Decay": fd}
+    return {
+        "J&F-Mean": (jm + fm) / 2,
+        "J-Mean": jm,
+        "J-Recall": jr,
+        "J-Decay": jd,
+        "F-Mean": fm,
+        "F-Recall": fr,
+        "F-Decay": fd,
+    }
 
 
 def _perturb(masks, seed):
@@ -211,7 +218,9 @@ def test_files_equal_arrays_and_workers(tmp_path, clips):
     unsup = evaluate_unsupervised(tmp_path / "gt", tmp_path / "pred", workers=2)
     assert unsup.global_metrics == evaluate_arrays(gts, preds, "unsupervised").global_metrics
     done = []
-    evaluate_sequences(tmp_path / "gt", tmp_path / "pred", workers=1, sequences=["s1"], on_sequence_done=done.append)
+    evaluate_sequences(
+        tmp_path / "gt", tmp_path / "pred", workers=1, sequences=["s1"], on_sequence_done=done.append
+    )
     assert done == ["s1"]
 
 
@@ -253,33 +262,6 @@ def test_missing_sequence_frame_and_size(tmp_path, clips):
         evaluate_sequences(tmp_path / "gt", tmp_path / "nowhere")
     with pytest.raises(RecvosError, match="unknown task"):
         evaluate_sequences(tmp_path / "gt", tmp_path / "pred", task="bogus")
-
-
-def test_fast_mask_reader_equals_read_mask(tmp_path):
-    import cv2
-    from PIL import Image
-
-    from recvos.data.masks import read_mask
-    from recvos.evaluation.protocols import _read_ids
-
-    rng = np.random.default_rng(0)
-    ids = rng.integers(0, 3, (17, 23)).astype(np.uint8)
-    cases = {
-        "binary_l.png": ids.astype(bool).astype(np.uint8) * 255,  # DAVIS-2016 style
-        "zeros_l.png": np.zeros((17, 23), np.uint8),
-        "ids_l.png": ids,
-        "full_l.png": np.full((17, 23), 255, np.uint8),
-    }
-    for name, a in cases.items():
-        assert cv2.imwrite(str(tmp_path / name), a)
-    write_mask(tmp_path / "palette.png", ids)
-    Image.fromarray(ids.astype(np.uint16) * 300).save(tmp_path / "i16.png")
-    for p in sorted(tmp_path.iterdir()):
-        got = _read_ids(p)
-        assert np.array_equal(got, read_mask(p)), p.name
-    with pytest.raises(RecvosError, match="broken.png"):
-        (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
-        _read_ids(tmp_path / "broken.png")
 
 
 def test_annotation_folder_with_resolution_subfolder(tmp_path, clips):

@@ -15,7 +15,8 @@ def test_shapes_dtypes_and_ids():
     clip = synthetic_clip(0, num_frames=5, size=(40, 56), num_objects=3)
     assert clip.frames.shape == (5, 40, 56, 3) and clip.frames.dtype == np.uint8
     assert clip.masks.shape == (5, 40, 56) and np.issubdtype(clip.masks.dtype, np.integer)
-    assert set(np.unique(clip.masks).tolist()) <= {0, 1, 2, 3}
+    assert set(np.unique(clip.masks[0]).tolist()) == {0, 1, 2, 3}  # background and every object in frame 0
+    assert set(np.unique(clip.masks).tolist()) == {0, 1, 2, 3}
     assert clip.object_ids == [1, 2, 3] and len(clip) == 5
 
 

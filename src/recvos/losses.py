@@ -1,8 +1,15 @@
 """Training losses: soft IoU (RSIS/RVOS), BCE, dice, Lovasz hinge, Hungarian slot matching, objectness BCE.
 
-Shapes follow :mod:`recvos._shapes`. Mask terms are computed per object per frame and averaged over the
-(frame, object) pairs a boolean ``weight`` mask [B, T, O] selects: the frame is annotated and the object is
-present (one-shot), or the slot is matched to a ground-truth object that is annotated there (zero-shot).
+Mask terms are computed per object per frame and averaged over the (frame, object) pairs a boolean
+``weight`` mask [B, T, O] selects: the frame is annotated and the object is present (one-shot), or the slot
+is matched to a ground-truth object that is annotated there (zero-shot).
+
+Shape grammar (used in every docstring and annotation of recvos): B batch, T time (frames), O objects
+(slots; P predicted slots and G ground-truth objects where they differ), C channels, H and W height and
+width; a stride suffix names a feature map's resolution relative to the input, ``f4`` is H/4 x W/4, and
+``f8``, ``f16``, ``f32`` likewise. Masks and logits given to models are float [B, O, H, W] ({0, 1} or soft),
+objectness is a probability [B, O]; frames given to models are float RGB [B, 3, H, W] in [0, 1], frames
+from frame sources uint8 RGB numpy [H, W, 3]; object-id maps are integer numpy [H, W] (0 background).
 """
 
 from __future__ import annotations
@@ -96,7 +103,9 @@ def match_slots(probs: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) 
         any_valid = valid.any(1)  # [B, G]
         first_t = valid.float().argmax(1)  # [B, G]: index of the first True (0 if none)
         bidx = torch.arange(B, device=probs.device)[:, None].expand(B, G)
-        tgt = target[bidx, first_t, torch.arange(G, device=probs.device)[None, :].expand(B, G)]  # [B, G, H, W]
+        tgt = target[
+            bidx, first_t, torch.arange(G, device=probs.device)[None, :].expand(B, G)
+        ]  # [B, G, H, W]
         prd = probs[bidx, first_t]  # [B, G, P, H, W]: all slots at each object's first frame
         cost = soft_iou_loss(prd.float(), tgt[:, :, None].float())  # [B, G, P]
         cost = cost.transpose(1, 2).cpu().numpy()  # [B, P, G]
@@ -181,7 +190,9 @@ class VOSLoss(torch.nn.Module):
             w = torch.gather(weight, 2, safe[:, None, :].expand(B, T, P)) & matched[:, None, :]
         else:
             if target.shape[2] != P:
-                raise ValueError(f"one-shot loss needs as many slots as objects, got {P} and {target.shape[2]}")
+                raise ValueError(
+                    f"one-shot loss needs as many slots as objects, got {P} and {target.shape[2]}"
+                )
             tgt, w = target, weight
         wf = w.float()
         denom = wf.sum().clamp(min=1.0)
@@ -193,7 +204,11 @@ class VOSLoss(torch.nn.Module):
             terms[name] = float(val.detach())
         if zero_shot:
             obj_t = matched[:, None, :].expand(B, T, P).float()
-            frame_w = annotated if annotated is not None else torch.ones(B, T, dtype=torch.bool, device=logits.device)
+            frame_w = (
+                annotated
+                if annotated is not None
+                else torch.ones(B, T, dtype=torch.bool, device=logits.device)
+            )
             fw = frame_w[:, :, None].expand(B, T, P).float()
             obj = F.binary_cross_entropy(objectness.float().clamp(1e-6, 1 - 1e-6), obj_t, reduction="none")
             obj = (obj * fw).sum() / fw.sum().clamp(min=1.0)

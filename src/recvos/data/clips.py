@@ -25,11 +25,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
+from recvos.data.composite import paste_objects
+from recvos.data.masks import object_ids, present_ids, resize_ids
+from recvos.data.synthetic import synthetic_clip
 from recvos.data.transforms import ClipTransform
 from recvos.errors import RecvosError
 
@@ -37,8 +39,6 @@ log = logging.getLogger(__name__)
 
 #: draws of a clip before giving up on finding one with a visible object
 MAX_ATTEMPTS = 12
-#: the "void" label of DAVIS/YouTube-VOS masks: never an object
-VOID_ID = 255
 
 
 class ClipKey(NamedTuple):
@@ -87,7 +87,7 @@ class ArrayVideo:
 
     @property
     def object_ids(self) -> list[int]:
-        return [int(v) for v in np.unique(self.masks) if v != 0]
+        return present_ids(self.masks)
 
 
 def _num_frames(video: Video) -> int:
@@ -137,10 +137,7 @@ def load_window(video: Video, indices: Sequence[int]) -> tuple[np.ndarray, np.nd
         m = video.load_mask(int(i))
         if m is None:
             continue
-        m = np.asarray(m)
-        if m.shape != (H, W):
-            m = cv2.resize(m.astype(np.uint16), (W, H), interpolation=cv2.INTER_NEAREST)
-        ids[t] = m
+        ids[t] = resize_ids(m, (H, W))
         annotated[t] = True
     return frames, ids, annotated
 
@@ -207,8 +204,20 @@ class ClipDataset(Dataset):
         self.transform = transform or ClipTransform(self.size, enabled=False)
         self.length = length
         self.seed = seed
-        self.synthetic_opts = {"pool": 64, "num_frames": 16, "size": (96, 128), "num_objects": 2, **(synthetic or {})}
-        self.composite_opts = {"min_pasted": 1, "max_pasted": 2, "scale": (0.4, 0.9), "max_offset": 0.35, **(composite or {})}
+        self.synthetic_opts = {
+            "pool": 64,
+            "num_frames": 16,
+            "size": (96, 128),
+            "num_objects": 2,
+            **(synthetic or {}),
+        }
+        self.composite_opts = {
+            "min_pasted": 1,
+            "max_pasted": 2,
+            "scale": (0.4, 0.9),
+            "max_offset": 0.35,
+            **(composite or {}),
+        }
         mix = {"real": 1.0, "composite": 0.0, "synthetic": 0.0, **(mix or {})}
         self.videos = list(videos) if videos is not None else []
         if self.videos and self.num_frames_max < 1:
@@ -260,18 +269,29 @@ class ClipDataset(Dataset):
                 f"{'/data.num_frames_max' if self.num_frames_max != self.num_frames else ''}"
             )
         if len(usable) < len(self.videos):
-            log.info("%s: %d of %d sequences usable for clips of %d frames", source_name, len(usable), len(self.videos), T)
+            log.info(
+                "%s: %d of %d sequences usable for clips of %d frames",
+                source_name,
+                len(usable),
+                len(self.videos),
+                T,
+            )
         return usable
 
     def synthetic_video(self, k: int) -> ArrayVideo:
         """Synthetic video k of the pool (generated once per process, seeded by (seed, k))."""
         if k not in self._synthetic_cache:
-            from recvos.data.synthetic import synthetic_clip
-
             o = self.synthetic_opts
             seed = int(np.random.SeedSequence([self.seed, 7919, k]).generate_state(1)[0])
-            clip = synthetic_clip(seed, num_frames=int(o["num_frames"]), size=tuple(o["size"]), num_objects=int(o["num_objects"]))
-            self._synthetic_cache[k] = ArrayVideo(f"synthetic{k:04d}", np.asarray(clip.frames), np.asarray(clip.masks))
+            clip = synthetic_clip(
+                seed,
+                num_frames=int(o["num_frames"]),
+                size=tuple(o["size"]),
+                num_objects=int(o["num_objects"]),
+            )
+            self._synthetic_cache[k] = ArrayVideo(
+                f"synthetic{k:04d}", np.asarray(clip.frames), np.asarray(clip.masks)
+            )
         return self._synthetic_cache[k]
 
     def _candidates(self, T: int, mode: str) -> list[int]:
@@ -282,10 +302,14 @@ class ClipDataset(Dataset):
             self._cands[key] = [i for i in self.usable if n(self.videos[i]) >= T]
             if not self._cands[key]:
                 what = "annotated frames" if mode == "annotated" else "frames"
-                raise RecvosError(f"no training sequence has {T} {what}; lower data.num_frames/data.num_frames_max")
+                raise RecvosError(
+                    f"no training sequence has {T} {what}; lower data.num_frames/data.num_frames_max"
+                )
         return self._cands[key]
 
-    def _pick_video(self, rng: np.random.Generator, T: int, mode: str, exclude: int | None = None) -> tuple[Video, np.ndarray, int]:
+    def _pick_video(
+        self, rng: np.random.Generator, T: int, mode: str, exclude: int | None = None
+    ) -> tuple[Video, np.ndarray, int]:
         """A real video with a window of T frames: (video, frame indices, video index)."""
         cands = self._candidates(T, mode)
         for _ in range(MAX_ATTEMPTS):
@@ -296,7 +320,9 @@ class ClipDataset(Dataset):
             idx = sample_window(_num_frames(v), v.annotated_indices, T, self.max_stride, mode, rng)
             if idx is not None:
                 return v, idx, vi
-        raise RecvosError(f"no training sequence has a window of {T} frames starting on an annotated frame; lower data.num_frames")
+        raise RecvosError(
+            f"no training sequence has a window of {T} frames starting on an annotated frame; lower data.num_frames"
+        )
 
     def _pick_synthetic(self, rng: np.random.Generator, T: int) -> tuple[ArrayVideo, np.ndarray]:
         v = self.synthetic_video(int(rng.integers(int(self.synthetic_opts["pool"]))))
@@ -318,8 +344,6 @@ class ClipDataset(Dataset):
             frames, ids, annotated = load_window(v, idx)
             name = f"{source}:{v.name}@{int(idx[0])}"
             if source == "composite":
-                from recvos.data.composite import paste_objects
-
                 o = self.composite_opts
                 n = int(rng.integers(int(o["min_pasted"]), int(o["max_pasted"]) + 1))
                 donors = []
@@ -328,10 +352,16 @@ class ClipDataset(Dataset):
                     donors.append(load_window(dv, didx))
                     name += f"+{dv.name}"
                 frames, ids, annotated = paste_objects(
-                    frames, ids, annotated, donors, rng, scale=tuple(o["scale"]), max_offset=float(o["max_offset"])
+                    frames,
+                    ids,
+                    annotated,
+                    donors,
+                    rng,
+                    scale=tuple(o["scale"]),
+                    max_offset=float(o["max_offset"]),
                 )
         # objects visible somewhere in the clip's annotated frames; keep a random subset of at most O
-        visible = [int(i) for i in np.unique(ids[annotated]) if i not in (0, VOID_ID)]
+        visible = object_ids(ids[annotated])
         if len(visible) > self.max_objects:
             visible = sorted(int(i) for i in rng.choice(visible, self.max_objects, replace=False))
         frames, ids = self.transform(frames, ids, rng)
@@ -381,7 +411,9 @@ class ClipSampler(DistributedSampler):
         frames: str = "all",
         annotated_until_step: int | None = None,
     ) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        super().__init__(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True
+        )
         self.batch_size = batch_size
         self.start_batch = start_batch
         self.accumulate = accumulate
@@ -432,4 +464,3 @@ def seed_worker(worker_id: int) -> None:
     s = torch.initial_seed() % 2**32
     np.random.seed(s)
     random.seed(s)
-

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from recvos.data.clips import VOID_ID
-from recvos.data.transforms import _scale, _translate, warp_clip
+from recvos.data.masks import VOID_ID, object_ids
+from recvos.data.transforms import scaling, translation, warp_clip
 
 
 def paste_objects(
@@ -43,7 +43,7 @@ def paste_objects(
     for dframes, dids, dann in donors:
         if len(dframes) != T:
             raise ValueError(f"donor has {len(dframes)} frames, the base clip {T}")
-        cands = [int(i) for i in np.unique(dids[dann]) if i not in (0, VOID_ID)]
+        cands = object_ids(dids[dann])
         if not cands:
             continue
         obj = cands[int(rng.integers(len(cands)))]
@@ -52,9 +52,9 @@ def paste_objects(
         flip = -1.0 if rng.random() < hflip else 1.0
         off = rng.uniform(-max_offset, max_offset, size=2) * np.array([W, H])
         m = (
-            _translate((W - 1) / 2 + off[0], (H - 1) / 2 + off[1])
-            @ _scale(s * flip, s)
-            @ _translate(-(w - 1) / 2, -(h - 1) / 2)
+            translation((W - 1) / 2 + off[0], (H - 1) / 2 + off[1])
+            @ scaling(s * flip, s)
+            @ translation(-(w - 1) / 2, -(h - 1) / 2)
         )
         pasted_f, pasted_m = warp_clip(dframes, (dids == obj).astype(np.int64), [m] * T, (H, W))
         for t in range(T):

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from recvos.data.frames import IMAGE_SUFFIXES, FolderFrames, list_images, natural_key, read_frame
-from recvos.data.masks import read_mask
+from recvos.data.masks import VOID_ID, first_appearance, read_mask, resize_ids
 from recvos.errors import RecvosError
 
 log = logging.getLogger(__name__)
@@ -40,20 +40,20 @@ __all__ = [
     "DATASET_KINDS",
     "DAVIS2016",
     "DAVIS2017",
-    "VOID_ID",
     "FolderDataset",
     "VOSDataset",
     "VideoSequence",
     "YouTubeVOS",
     "open_dataset",
+    "resolution_folder",
 ]
 
-VOID_ID = 255
 DATASET_KINDS = ("davis2016", "davis2017", "youtube-vos", "folder")
 YTVOS_SPLITS = ("train", "valid", "test", "train_all_frames", "valid_all_frames", "test_all_frames")
 #: Masks whose size differs from the sequence's mask size by at most this many pixels are resized (nearest).
 _SIZE_TOLERANCE = 2
-_RES_RE = re.compile(r"^(\d+p|full-resolution)$", re.IGNORECASE)
+#: names of resolution folders (``480p``, ``1080p``, ``Full-Resolution``)
+_RESOLUTION_RE = re.compile(r"^(\d+p|full-resolution)$", re.IGNORECASE)
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -151,7 +151,7 @@ class VideoSequence:
                     f"{want[0]}x{want[1]}; re-export it at the size of its frame"
                 )
             log.warning("%s: mask is %dx%d, resizing to %dx%d", p, *m.shape, *want)
-            m = _resize_nearest(m, want)
+            m = resize_ids(m, want).astype(np.int64)
         fh, fw = self.frame_size
         if abs(want[0] / fh - want[1] / fw) > 0.02 * max(want[0] / fh, want[1] / fw):
             raise RecvosError(
@@ -165,26 +165,10 @@ class VideoSequence:
         return FolderFrames(self.frame_paths[0].parent, files=self.frame_paths)
 
 
-def _resize_nearest(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    h, w = size
-    rows = np.minimum((np.arange(h) + 0.5) * m.shape[0] / h, m.shape[0] - 1).astype(np.int64)
-    cols = np.minimum((np.arange(w) + 0.5) * m.shape[1] / w, m.shape[1] - 1).astype(np.int64)
-    return m[rows[:, None], cols[None, :]]
-
-
 def _scan_objects(mask_paths: Sequence[Path | None], convert: bool) -> tuple[list[int], dict[int, int]]:
     """Object ids over all annotated frames and the index where each first appears (void excluded)."""
-    first: dict[int, int] = {}
-    for i, p in enumerate(mask_paths):
-        if p is None:
-            continue
-        m = read_mask(p, convert=convert)
-        present = np.flatnonzero(np.bincount(m.ravel())) if m.size else np.zeros(0, dtype=np.int64)
-        for v in present.tolist():
-            if v != 0 and v != VOID_ID and v not in first:
-                first[v] = i
-    ids = sorted(first)
-    return ids, {k: first[k] for k in ids}
+    first = first_appearance(read_mask(p, convert=convert) if p is not None else None for p in mask_paths)
+    return list(first), first
 
 
 def _pair_masks(name: str, frames: list[Path], mask_dir: Path | None) -> list[Path | None]:
@@ -199,8 +183,25 @@ def _pair_masks(name: str, frames: list[Path], mask_dir: Path | None) -> list[Pa
     return [masks.get(p.stem) for p in frames]
 
 
+def resolution_folder(base: Path, only: bool = False) -> Path | None:
+    """The resolution subfolder of ``base`` to read: "480p" if present, else the first in natural order.
+
+    None when ``base`` has no resolution folder (``480p``, ``1080p``, ``Full-Resolution``, ...), or, with
+    ``only``, when it also has other subfolders (then it is a folder of sequences, not of resolutions).
+    """
+    subdirs = [d.name for d in base.iterdir() if d.is_dir()]
+    res = sorted((n for n in subdirs if _RESOLUTION_RE.match(n)), key=natural_key)
+    if not res or (only and len(res) != len(subdirs)):
+        return None
+    if "480p" in res:
+        return base / "480p"
+    if len(res) > 1:
+        log.info("%s: several resolution folders %s; using %s", base, res, res[0])
+    return base / res[0]
+
+
 def _detect_res(base: Path, wanted: str | None, what: str) -> Path:
-    """``base/<res>`` for a resolution folder (given, "480p", or the only one there), else ``base`` (flat)."""
+    """``base/<res>`` for a resolution folder (given, or see :func:`resolution_folder`), else ``base`` (flat)."""
     if wanted is not None:
         d = base / wanted if wanted else base
         if not d.is_dir():
@@ -208,14 +209,7 @@ def _detect_res(base: Path, wanted: str | None, what: str) -> Path:
         return d
     if not base.is_dir():
         raise RecvosError(f"{base}: {what} folder not found; check the dataset root")
-    res = sorted((d.name for d in base.iterdir() if d.is_dir() and _RES_RE.match(d.name)), key=natural_key)
-    if not res:
-        return base
-    if "480p" in res:
-        return base / "480p"
-    if len(res) > 1:
-        log.info("%s: several resolution folders %s; using %s", base, res, res[0])
-    return base / res[0]
+    return resolution_folder(base) or base
 
 
 def _read_list(path: Path) -> list[str]:

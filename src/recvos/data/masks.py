@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import cv2
@@ -30,7 +30,19 @@ from recvos.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DAVIS_PALETTE", "VOID_ID", "ids_to_onehot", "onehot_to_ids", "read_mask", "resize_ids", "write_mask"]
+__all__ = [
+    "DAVIS_PALETTE",
+    "VOID_ID",
+    "first_appearance",
+    "ids_to_onehot",
+    "object_ids",
+    "onehot_to_ids",
+    "present_ids",
+    "read_ids",
+    "read_mask",
+    "resize_ids",
+    "write_mask",
+]
 
 #: the "void" label of DAVIS / YouTube-VOS masks (object borders, ignored regions): never an object
 VOID_ID = 255
@@ -59,6 +71,8 @@ _MANY_COLOURS = 64
 #: An L mask with 255 (void) may also hold at most this many ids, all below _MAX_ID_WITH_VOID.
 _MAX_IDS_WITH_VOID = 20
 _MAX_ID_WITH_VOID = 64
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 _FIX_HINT = (
     "save it as a palette (mode P) or greyscale (mode L) PNG of object ids (0 = background, 1..K = objects)"
@@ -158,6 +172,44 @@ def read_mask(path: str | os.PathLike, *, convert: bool = False) -> np.ndarray:
     raise RecvosError(f"{path}: unsupported mask image mode {mode!r}; {_FIX_HINT}")
 
 
+def read_ids(path: str | os.PathLike, *, convert: bool = False) -> np.ndarray:
+    """The id map of :func:`read_mask`, as uint8 [H, W] where the ids fit (int64 otherwise), read faster.
+
+    Meant for evaluation, which reads every mask of a dataset. Fast paths skip conversions: palette PNGs
+    (indices = ids, decoded by PIL) and 8-bit greyscale PNGs holding only 0/255 (DAVIS-2016) or only 0
+    (decoded by OpenCV, ~40% faster than PIL). Everything else, and every error, goes through
+    :func:`read_mask`.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(26)
+    except OSError:
+        head = b""
+    if len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and head[24] == 8:
+        color_type = head[25]
+        if color_type == 0:  # 8-bit greyscale
+            a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if a is not None and a.ndim == 2 and a.dtype == np.uint8:
+                nz = np.count_nonzero(a)
+                if nz == 0:
+                    return a
+                on = a == 255
+                if np.count_nonzero(on) == nz:
+                    return on.view(np.uint8)
+        elif color_type == 3:  # palette
+            try:
+                with Image.open(path) as img:
+                    if img.mode == "P":
+                        return np.asarray(img)
+            except (OSError, ValueError, SyntaxError):
+                pass  # read_mask reports it
+    m = read_mask(path, convert=convert)
+    if m.size and 0 <= m.min() and m.max() < 256:
+        return m.astype(np.uint8)
+    return m
+
+
 def write_mask(path: str | os.PathLike, ids: np.ndarray) -> None:
     """Write an object-id map [H, W] (ids 0..255) as a palette PNG with the DAVIS palette, atomically."""
     path = Path(path)
@@ -220,3 +272,37 @@ def onehot_to_ids(probs: np.ndarray, object_ids: Sequence[int], threshold: float
     out = obj[best]
     out[np.take_along_axis(p, best[None], axis=0)[0] < threshold] = 0
     return out
+
+
+def present_ids(ids: np.ndarray) -> list[int]:
+    """Sorted non-zero values of an id map (any shape), void included; fast for the usual few small ids."""
+    a = np.asarray(ids)
+    if a.size == 0:
+        return []
+    lo, top = int(a.min()), int(a.max())
+    if lo >= 0 and top <= 16:
+        return [v for v in range(1, top + 1) if v == top or np.any(a == v)]
+    if lo >= 0 and top < 65536 and a.dtype.kind in "biu":
+        vals = np.flatnonzero(np.bincount(a.ravel().astype(np.intp, copy=False)))
+    else:
+        vals = np.unique(a)
+    return [int(v) for v in vals if v != 0]
+
+
+def object_ids(ids: np.ndarray) -> list[int]:
+    """Sorted object ids of an id map (any shape): its values other than background (0) and void (255)."""
+    return [v for v in present_ids(ids) if v != VOID_ID]
+
+
+def first_appearance(id_maps: Iterable[np.ndarray | None]) -> dict[int, int]:
+    """Object id -> position of the first map holding it, over a sequence of id maps, sorted by id.
+
+    ``None`` entries (frames without a mask) are skipped but counted; void (255) is never an object.
+    """
+    first: dict[int, int] = {}
+    for k, m in enumerate(id_maps):
+        if m is None:
+            continue
+        for v in object_ids(m):
+            first.setdefault(v, k)
+    return dict(sorted(first.items()))

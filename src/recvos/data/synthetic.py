@@ -11,18 +11,26 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
+from recvos.data.masks import write_mask
 from recvos.errors import RecvosError
+from recvos.fileio import atomic_path, atomic_write
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SyntheticClip", "synthetic_clip", "write_synthetic_dataset", "write_synthetic_video"]
+__all__ = [
+    "SyntheticClip",
+    "synthetic_clip",
+    "video_seed",
+    "write_synthetic_dataset",
+    "write_synthetic_video",
+]
 
 #: An object must show at least this fraction of its area in frame 0 (resampled otherwise).
 _MIN_VISIBLE_FIRST = 0.5
@@ -206,7 +214,8 @@ def synthetic_clip(
     return SyntheticClip(frames, masks, n_obj, full)
 
 
-def _clip_seed(seed: int, k: int) -> int:
+def video_seed(seed: int, k: int) -> int:
+    """The :func:`synthetic_clip` seed of video ``k`` of :func:`write_synthetic_dataset` with ``seed``."""
     return int(np.random.SeedSequence([int(seed), int(k)]).generate_state(1)[0])
 
 
@@ -224,29 +233,26 @@ def write_synthetic_dataset(
     every frame annotated), ``root/ImageSets/2017/{train,val}.txt`` (the last third of the videos, at least
     one, is val; the rest train). Readable by FolderDataset and DAVIS2017.
     """
-    from PIL import Image
-
-    from recvos.data.masks import write_mask
-
     root = Path(root)
     names = [f"synthetic{k:03d}" for k in range(int(num_videos))]
     for k, name in enumerate(names):
-        clip = synthetic_clip(_clip_seed(seed, k), num_frames, size, num_objects)
+        clip = synthetic_clip(video_seed(seed, k), num_frames, size, num_objects)
         fdir = root / "JPEGImages" / name
         mdir = root / "Annotations" / name
         fdir.mkdir(parents=True, exist_ok=True)
         mdir.mkdir(parents=True, exist_ok=True)
         for t in range(len(clip)):
-            Image.fromarray(clip.frames[t]).save(fdir / f"{t:05d}.png", compress_level=1)
+            with atomic_write(fdir / f"{t:05d}.png") as f:
+                Image.fromarray(clip.frames[t]).save(f, format="PNG", compress_level=1)
             write_mask(mdir / f"{t:05d}.png", clip.masks[t])
     n_val = max(1, len(names) // 3) if names else 0
     train, val = names[: len(names) - n_val], names[len(names) - n_val :]
     if not train:
         train = list(val)
     sets = root / "ImageSets" / "2017"
-    sets.mkdir(parents=True, exist_ok=True)
-    (sets / "train.txt").write_text("".join(f"{n}\n" for n in train))
-    (sets / "val.txt").write_text("".join(f"{n}\n" for n in val))
+    for split, seqs in (("train", train), ("val", val)):
+        with atomic_write(sets / f"{split}.txt", "w") as f:
+            f.write("".join(f"{n}\n" for n in seqs))
     return root
 
 
@@ -272,26 +278,19 @@ def write_synthetic_video(
     if H % 2 or W % 2:
         raise RecvosError(f"{path}: H.264 (yuv420p) needs an even frame size, got {H}x{W}")
     clip = synthetic_clip(seed, num_frames, (H, W), num_objects)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with av.open(tmp, mode="w", format="mp4", options={"movflags": "faststart"}) as container:
-            stream = container.add_stream("libx264", rate=int(fps))
-            stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-            stream.options = {"crf": "18", "preset": "veryfast"}
-            for frame in clip.frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
+    with (
+        atomic_path(path, suffix=".mp4") as tmp,
+        av.open(str(tmp), mode="w", format="mp4", options={"movflags": "faststart"}) as container,
+    ):
+        stream = container.add_stream("libx264", rate=int(fps))
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.options = {"crf": "18", "preset": "veryfast"}
+        for frame in clip.frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        for packet in stream.encode():
+            container.mux(packet)
     if masks_dir is not None:
-        from recvos.data.masks import write_mask
-
         for t in range(len(clip)):
             write_mask(Path(masks_dir) / f"{t:05d}.png", clip.masks[t])
     return path

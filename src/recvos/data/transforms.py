@@ -16,11 +16,13 @@ import cv2
 import numpy as np
 
 
-def _translate(tx: float, ty: float) -> np.ndarray:
+def translation(tx: float, ty: float) -> np.ndarray:
+    """The 3x3 homogeneous matrix of a translation by (tx, ty) pixels."""
     return np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]], dtype=np.float64)
 
 
-def _scale(sx: float, sy: float) -> np.ndarray:
+def scaling(sx: float, sy: float) -> np.ndarray:
+    """The 3x3 homogeneous matrix of a scaling by (sx, sy) about the origin."""
     return np.array([[sx, 0, 0], [0, sy, 0], [0, 0, 1]], dtype=np.float64)
 
 
@@ -37,7 +39,7 @@ def _shear(deg: float) -> np.ndarray:
 def _grid_map(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> np.ndarray:
     """Pixel-centre-aligned scaling from one grid to another (e.g. 480p mask grid -> 240p frame grid)."""
     sy, sx = dst_hw[0] / src_hw[0], dst_hw[1] / src_hw[1]
-    return _translate(0.5 * sx - 0.5, 0.5 * sy - 0.5) @ _scale(sx, sy)
+    return translation(0.5 * sx - 0.5, 0.5 * sy - 0.5) @ scaling(sx, sy)
 
 
 def warp_clip(
@@ -63,14 +65,20 @@ def warp_clip(
         ids16 = ids.astype(np.uint16)
     for t in range(T):
         m = matrices[t]
-        out_f[t] = cv2.warpAffine(frames[t], m[:2], (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        out_f[t] = cv2.warpAffine(
+            frames[t], m[:2], (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        )
         if out_m is not None:
             mm = (m @ to_frame)[:2]
-            out_m[t] = cv2.warpAffine(ids16[t], mm, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            out_m[t] = cv2.warpAffine(
+                ids16[t], mm, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+            )
     return out_f, out_m
 
 
-def resize_clip(frames: np.ndarray, ids: np.ndarray | None, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+def resize_clip(
+    frames: np.ndarray, ids: np.ndarray | None, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Deterministic resize (stretch) of frames [T,H,W,3] and id maps [T,Hm,Wm] to ``size`` (validation)."""
     T, H, W = frames.shape[:3]
     m = _grid_map((H, W), size)
@@ -107,9 +115,15 @@ class ClipTransform:
         self.scale = (float(scale[0]), float(scale[1]))
         self.hflip, self.rotate, self.shear, self.translate = hflip, rotate, shear, translate
         self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
-        self.jitter_translate, self.jitter_rotate, self.jitter_scale = jitter_translate, jitter_rotate, jitter_scale
+        self.jitter_translate, self.jitter_rotate, self.jitter_scale = (
+            jitter_translate,
+            jitter_rotate,
+            jitter_scale,
+        )
 
-    def matrices(self, src_hw: tuple[int, int], num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
+    def matrices(
+        self, src_hw: tuple[int, int], num_frames: int, rng: np.random.Generator
+    ) -> list[np.ndarray]:
         """One 3x3 matrix per frame: the clip draw composed with a per-frame jitter."""
         H, W = src_hw
         h, w = self.size
@@ -127,18 +141,23 @@ class ClipTransform:
         sh = rng.uniform(-1, 1) * self.shear
         out_c = ((w - 1) / 2, (h - 1) / 2)
         base = (
-            _translate(out_c[0] + off_x, out_c[1] + off_y)
+            translation(out_c[0] + off_x, out_c[1] + off_y)
             @ _rotate(rot)
             @ _shear(sh)
-            @ _scale(s * flip, s)
-            @ _translate(-(W - 1) / 2, -(H - 1) / 2)
+            @ scaling(s * flip, s)
+            @ translation(-(W - 1) / 2, -(H - 1) / 2)
         )
         mats = []
         for _ in range(num_frames):
             jt = rng.uniform(-1, 1, size=2) * self.jitter_translate * np.array([w, h])
             jr = rng.uniform(-1, 1) * self.jitter_rotate
             js = 1.0 + rng.uniform(-1, 1) * self.jitter_scale
-            jit = _translate(out_c[0] + jt[0], out_c[1] + jt[1]) @ _rotate(jr) @ _scale(js, js) @ _translate(-out_c[0], -out_c[1])
+            jit = (
+                translation(out_c[0] + jt[0], out_c[1] + jt[1])
+                @ _rotate(jr)
+                @ scaling(js, js)
+                @ translation(-out_c[0], -out_c[1])
+            )
             mats.append(jit @ base)
         return mats
 

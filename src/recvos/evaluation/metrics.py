@@ -233,7 +233,9 @@ def _as_stack(a: np.ndarray) -> np.ndarray:
     return a[None] if a.ndim == 2 else a
 
 
-def jaccard_and_f(gt: np.ndarray, pred: np.ndarray, bound_th: float = BOUND_TH) -> tuple[np.ndarray, np.ndarray]:
+def jaccard_and_f(
+    gt: np.ndarray, pred: np.ndarray, bound_th: float = BOUND_TH
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame J and F, each float64 [T], of binary masks ``gt``, ``pred`` [T, H, W] (or [H, W] -> [1])."""
     g, p = _as_stack(gt), _as_stack(pred)
     if g.shape != p.shape:

@@ -1,22 +1,23 @@
-"""Reports of an :class:`~recvos.evaluation.protocols.EvalResult`: text tables, CSV, JSON and plots.
+"""Reports of an :class:`~recvos.evaluation.results.EvalResult`: text tables, CSV, JSON and plots.
 
 Files are written atomically and together (:func:`write_outputs` renders everything to temporary files
-first, then renames them), so a failure leaves no partial output. Plots use matplotlib's object API
+first, then renames them, with :func:`recvos.fileio.atomic_path`), so a failure leaves no partial output. Plots use matplotlib's object API
 with the Agg canvas, imported on first use; the global pyplot backend is left alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from recvos.evaluation.protocols import METRIC_KEYS, EvalResult
+from recvos.evaluation.results import METRIC_KEYS, EvalResult
+from recvos.fileio import atomic_path
 
 __all__ = [
     "format_global_table",
@@ -32,7 +33,9 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(
+            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
 
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
@@ -62,9 +65,25 @@ def to_csv(result: EvalResult) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["Sequence", "sequence", "object", "frames", *METRIC_KEYS])
     g = result.global_metrics
-    w.writerow(["Global", "", "", sum(len(o.frames) for o in result.objects), *(repr(float(g[k])) for k in METRIC_KEYS)])
+    w.writerow(
+        [
+            "Global",
+            "",
+            "",
+            sum(len(o.frames) for o in result.objects),
+            *(repr(float(g[k])) for k in METRIC_KEYS),
+        ]
+    )
     for r in result.per_sequence:
-        w.writerow([r["Sequence"], r["sequence"], r["object"], r["frames"], *(repr(float(r[k])) for k in METRIC_KEYS)])
+        w.writerow(
+            [
+                r["Sequence"],
+                r["sequence"],
+                r["object"],
+                r["frames"],
+                *(repr(float(r[k])) for k in METRIC_KEYS),
+            ]
+        )
     return buf.getvalue()
 
 
@@ -128,7 +147,7 @@ def _j_curves(result: EvalResult, fh) -> None:
     nrows = math.ceil(len(seqs) / cols)
     fig = _figure((3.2 * cols, 2.4 * nrows))
     axes = fig.subplots(nrows, cols, squeeze=False)
-    for ax in axes.ravel()[len(seqs):]:
+    for ax in axes.ravel()[len(seqs) :]:
         ax.set_visible(False)
     by_seq: dict[str, list] = {s: [] for s in seqs}
     for o in result.objects:
@@ -152,22 +171,14 @@ def plot_results(result: EvalResult, out_dir: str | os.PathLike) -> list[Path]:
     return write_outputs(result, plot_dir=Path(out_dir))
 
 
-def _atomic_targets(targets: list[tuple[Path, Callable]]) -> list[Path]:
-    """Render every (path, writer(fh)) to a temp file beside its path, then rename them all."""
-    temps: list[tuple[Path, Path]] = []
-    try:
+def _write_together(targets: list[tuple[Path, Callable]]) -> list[Path]:
+    """Render every (path, writer(fh)) to a temp file beside its path; only when all succeeded, rename them
+    all into place. On an error every temp file is removed and no target changes."""
+    with contextlib.ExitStack() as stack:
         for path, writer in targets:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-            with open(tmp, "xb") as fh:  # default permissions (umask), unlike mkstemp's 0600
-                temps.append((tmp, path))
+            tmp = stack.enter_context(atomic_path(path))
+            with open(tmp, "wb") as fh:
                 writer(fh)
-        for tmp, path in temps:
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp, _ in temps:
-            tmp.unlink(missing_ok=True)
-        raise
     return [p for p, _ in targets]
 
 
@@ -189,4 +200,4 @@ def write_outputs(
         d = Path(plot_dir)
         targets.append((d / "per_sequence.png", lambda fh: _bar_chart(result, fh)))
         targets.append((d / "j_over_time.png", lambda fh: _j_curves(result, fh)))
-    return _atomic_targets(targets)
+    return _write_together(targets)
