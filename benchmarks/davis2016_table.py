@@ -54,8 +54,14 @@ def dis_flow(seq: VideoSequence) -> Iterator[np.ndarray]:
         else:
             flow = dis.calc(gray, prev_gray, None)  # for each pixel of frame i: where it was in frame i-1
             gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-            prev_mask = cv2.remap(prev_mask, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            prev_mask = cv2.remap(
+                prev_mask,
+                gx + flow[..., 0],
+                gy + flow[..., 1],
+                cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=0,
+            )
             prev_mask = (prev_mask > 0.5).astype(np.float32)
             out = (cv2.resize(prev_mask, (W, H), interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.int32)
         prev_gray = gray
@@ -63,19 +69,16 @@ def dis_flow(seq: VideoSequence) -> Iterator[np.ndarray]:
 
 
 def recvos_predictor(kind: str, online_steps: int = 0, model: str | None = None) -> Predictor:
+    """The user path of ``recvos predict``: the object given on its first annotated frame, then propagated."""
+    from recvos.inference.pipelines import open_sequence
     from recvos.inference.segmenter import load_model
 
     seg = load_model(model, kind=kind)
+    zero_shot = kind == "zero-shot"
 
     def run(seq: VideoSequence) -> Iterator[np.ndarray]:
-        H, W = seq.mask_size
-        frames = (seq.load_frame(i) for i in range(len(seq.frame_paths)))
-        state = seg.init_state(frames, output_size=(H, W))
-        if kind == "one-shot":
-            seg.add_mask(state, frame_idx=0, mask=seq.load_mask(0))
-            if online_steps:
-                seg.finetune(state, steps=online_steps)
-        for _, _, ids in seg.propagate(state, zero_shot=(kind == "zero-shot")):
+        state = open_sequence(seg, seq, zero_shot=zero_shot, online_steps=online_steps)
+        for _, _, ids in seg.propagate(state, zero_shot=zero_shot):
             yield ids
 
     return run
@@ -94,8 +97,10 @@ def run_method(name: str, predict: Predictor, dataset, task: str) -> dict:
     res = evaluate_arrays(gts, preds, task=task)
     g = res.global_metrics
     return {
-        "method": name, **g,
-        "s/video": elapsed / len(dataset), "ms/frame": 1000 * elapsed / n_frames,
+        "method": name,
+        **g,
+        "s/video": elapsed / len(dataset),
+        "ms/frame": 1000 * elapsed / n_frames,
     }
 
 
@@ -106,8 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default="copy,flow,oneshot,oneshot-ol,zeroshot")
     ap.add_argument("--online-steps", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--oneshot-model", default=None, help="checkpoint (default: the shipped one-shot weights)")
-    ap.add_argument("--zeroshot-model", default=None, help="checkpoint (default: the shipped zero-shot weights)")
+    ap.add_argument(
+        "--oneshot-model", default=None, help="checkpoint (default: the shipped one-shot weights)"
+    )
+    ap.add_argument(
+        "--zeroshot-model", default=None, help="checkpoint (default: the shipped zero-shot weights)"
+    )
     ap.add_argument("--limit", type=int, default=0, help="only the first N sequences (smoke)")
     ap.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
     args = ap.parse_args(argv)
@@ -122,13 +131,32 @@ def main(argv: list[str] | None = None) -> int:
         elif m == "flow":
             rows.append(run_method("DIS optical flow propagation", dis_flow, seqs, "semi-supervised"))
         elif m == "oneshot":
-            rows.append(run_method("recvos one-shot default", recvos_predictor("one-shot", 0, args.oneshot_model), seqs, "semi-supervised"))
+            rows.append(
+                run_method(
+                    "recvos one-shot default",
+                    recvos_predictor("one-shot", 0, args.oneshot_model),
+                    seqs,
+                    "semi-supervised",
+                )
+            )
         elif m == "oneshot-ol":
-            rows.append(run_method(f"recvos one-shot default + online learning ({args.online_steps} steps)",
-                                   recvos_predictor("one-shot", args.online_steps, args.oneshot_model), seqs, "semi-supervised"))
+            rows.append(
+                run_method(
+                    f"recvos one-shot default + online learning ({args.online_steps} steps)",
+                    recvos_predictor("one-shot", args.online_steps, args.oneshot_model),
+                    seqs,
+                    "semi-supervised",
+                )
+            )
         elif m == "zeroshot":
-            rows.append(run_method("recvos zero-shot default (unsupervised protocol)", recvos_predictor("zero-shot", 0, args.zeroshot_model),
-                                   seqs, "unsupervised"))
+            rows.append(
+                run_method(
+                    "recvos zero-shot default (unsupervised protocol)",
+                    recvos_predictor("zero-shot", 0, args.zeroshot_model),
+                    seqs,
+                    "unsupervised",
+                )
+            )
         print(rows[-1], file=sys.stderr, flush=True)
     header = "| method | J-Mean | J-Recall | J-Decay | F-Mean | J&F | s/video | ms/frame |\n|---|---|---|---|---|---|---|---|\n"
     body = "".join(
@@ -139,10 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     table = header + body
     print(table)
     if args.write:
-        machine = f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}"
+        machine = (
+            f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}"
+        )
         cmd = "python benchmarks/davis2016_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        section = (f"## DAVIS-2016 val ({len(seqs)} sequences), official protocol on 480p masks\n\n"
-                   f"Command: `{cmd}` — machine: {machine}.\n\n{table}")
+        section = (
+            f"## DAVIS-2016 val ({len(seqs)} sequences), official protocol on 480p masks\n\n"
+            f"Command: `{cmd}` — machine: {machine}.\n\n{table}"
+        )
         write_section("davis2016_table", section)
     return 0
 

@@ -86,8 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     n = len(seq.frame_paths)
     state = seg.init_state((seq.load_frame(i) for i in range(n)), output_size=seq.frame_size)
     first = seq.load_mask(0)
-    seg.add_mask(state, frame_idx=0, mask=cv2.resize(first.astype(np.uint8), seq.frame_size[::-1],
-                                                     interpolation=cv2.INTER_NEAREST))
+    seg.add_mask(
+        state,
+        frame_idx=0,
+        mask=cv2.resize(first.astype(np.uint8), seq.frame_size[::-1], interpolation=cv2.INTER_NEAREST),
+    )
     picks = set(np.linspace(0, n - 1, 4).round().astype(int).tolist())
     strip = [blend(seq.load_frame(t), ids) for t, _, ids in seg.propagate(state) if t in picks]
     val_fig = grid(strip, cols=4, width=1280)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import platform
 import statistics
 import sys
@@ -33,6 +34,7 @@ from _common import cpu_name, write_section  # noqa: E402  (benchmarks/ is on sy
 from torch.utils.flop_counter import FlopCounterMode
 
 from recvos.models.factory import build_model
+from recvos.models.feed import FirstFrameFeed
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- model_speed:start -->", "<!-- model_speed:end -->"
@@ -40,20 +42,26 @@ START, END = "<!-- model_speed:start -->", "<!-- model_speed:end -->"
 #: (label, model name, options, optimise for inference)
 CONFIGS = [
     ("rvos-st / efficientnet_lite0", "rvos-st", {"backbone": "efficientnet_lite0"}, True),
-    ("rvos-st / efficientnet_lite0 + first-frame reference (shipped one-shot)", "rvos-st",
-     {"backbone": "efficientnet_lite0", "reference": True}, True),
+    (
+        "rvos-st / efficientnet_lite0 + first-frame reference (shipped one-shot)",
+        "rvos-st",
+        {"backbone": "efficientnet_lite0", "reference": True},
+        True,
+    ),
     ("rvos-st / efficientnet_lite0 (eager ref.)", "rvos-st", {"backbone": "efficientnet_lite0"}, False),
     ("rvos-t / efficientnet_lite0", "rvos-t", {"backbone": "efficientnet_lite0"}, True),
     ("rvos-st / resnet101 (paper)", "rvos-st", {"backbone": "resnet101"}, True),
     ("s2s / efficientnet_lite0", "s2s", {"backbone": "efficientnet_lite0"}, True),
-    ("s2s / efficientnet_lite0, hidden 128 (configs/compare_s2s_oneshot.yaml)", "s2s",
-     {"backbone": "efficientnet_lite0", "hidden_size": 128, "decoder_dims": (64, 32, 32, 16, 16)}, True),
+    (
+        "s2s / efficientnet_lite0, hidden 128 (configs/compare_s2s_oneshot.yaml)",
+        "s2s",
+        {"backbone": "efficientnet_lite0", "hidden_size": 128, "decoder_dims": (64, 32, 32, 16, 16)},
+        True,
+    ),
     ("s2s / vgg16 (paper)", "s2s", {"backbone": "vgg16"}, True),
 ]
 SIZES = [(240, 427), (480, 854)]
 OBJECTS = [1, 3]
-
-
 
 
 def make_inputs(size: tuple[int, int], objects: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,26 +70,29 @@ def make_inputs(size: tuple[int, int], objects: int) -> tuple[torch.Tensor, torc
     masks = torch.zeros(1, objects, *size)
     h, w = size
     for o in range(objects):  # separate boxes
-        masks[:, o, h // 4 : 3 * h // 4, (o * w) // objects + w // 20 : ((o + 1) * w) // objects - w // 20] = 1
+        masks[
+            :, o, h // 4 : 3 * h // 4, (o * w) // objects + w // 20 : ((o + 1) * w) // objects - w // 20
+        ] = 1
     return frame, masks
 
 
 def time_steps(model, frame, masks, budget_s: float, max_reps: int) -> tuple[float, float, int]:
-    """Median and minimum ms per step: 1-3 warm-up steps, then up to ``max_reps`` timed steps within ``budget_s``."""
+    """Median and minimum ms per frame of the model's loop (``unroll``) on a repeated frame: 1-3 warm-up
+    frames, then up to ``max_reps`` timed frames within ``budget_s``."""
+    times: list[float] = []
     with torch.inference_mode():
-        state = model.init_state(frame, masks)
-        prev = masks
+        loop = model.unroll(itertools.repeat(frame), FirstFrameFeed(masks))
         t0 = time.perf_counter()
-        out = model.step(frame, state, prev)
+        next(loop)
         first = time.perf_counter() - t0
         for _ in range(2 if first < 0.2 else 0):
-            out = model.step(frame, out.state, torch.sigmoid(out.logits))
-        times = []
+            next(loop)
         start = time.perf_counter()
         while len(times) < max_reps and (len(times) < 2 or time.perf_counter() - start < budget_s):
             t = time.perf_counter()
-            out = model.step(frame, out.state, torch.sigmoid(out.logits))
+            next(loop)
             times.append(time.perf_counter() - t)
+        loop.close()
     return statistics.median(times) * 1000, min(times) * 1000, len(times)
 
 
@@ -98,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="240x427 only; do not write BENCHMARKS.md")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of timed steps per configuration")
-    parser.add_argument("--only", default=None, help="run only configurations whose label contains this; no file written")
+    parser.add_argument(
+        "--only", default=None, help="run only configurations whose label contains this; no file written"
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -122,8 +135,11 @@ def main(argv: list[str] | None = None) -> int:
                 ms, best, reps = time_steps(model, frame, masks, args.budget, max_reps=30)
                 row = (label, f"{size[0]}x{size[1]}", objects, ms, best, reps, params, gflops)
                 rows.append(row)
-                print(f"{label:44s} {row[1]:>8s} O={objects}  {ms:8.1f} ms/frame (min {best:.1f}, {reps} reps)  "
-                      f"{params:6.2f} M params  {gflops:7.1f} GFLOPs", flush=True)
+                print(
+                    f"{label:44s} {row[1]:>8s} O={objects}  {ms:8.1f} ms/frame (min {best:.1f}, {reps} reps)  "
+                    f"{params:6.2f} M params  {gflops:7.1f} GFLOPs",
+                    flush=True,
+                )
     total = time.perf_counter() - t_start
     print(f"total {total:.0f} s")
 
@@ -144,7 +160,7 @@ def write_report(path: Path, rows: list[tuple], threads: int, total: float) -> N
         "One whole `step` per frame (backbone once per frame, decoder per object, logits upsampled to the input "
         "size), batch 1, median and minimum over the timed steps (the minimum is the better estimate when other jobs "
         "share the CPU), random weights, `torch.inference_mode`. "
-        "\"optimised\" = `model.optimize_for_inference()` (BatchNorm folded, channels-last); the eager reference "
+        '"optimised" = `model.optimize_for_inference()` (BatchNorm folded, channels-last); the eager reference '
         "is the same model without it. FLOPs (2 per multiply-add) from `FlopCounterMode` for one step; "
         "parameters include S2S's initializer backbone.",
         "",
@@ -153,9 +169,15 @@ def write_report(path: Path, rows: list[tuple], threads: int, total: float) -> N
         "|---|---|---|---|---|---|---|---|",
     ]
     for label, size, objects, ms, best, reps, params, gflops in rows:
-        lines.append(f"| {label} | {size} | {objects} | {ms:.1f} | {best:.1f} | {reps} | {params:.2f} | {gflops:.1f} |")
-    lines += ["", "Target: light RVOS (efficientnet_lite0) at 240x427, 1 object, under 40 ms/frame on 2 CPU "
-              "threads (the paper's ResNet-101 RVOS: 44 ms/frame on a P100 GPU).", END]
+        lines.append(
+            f"| {label} | {size} | {objects} | {ms:.1f} | {best:.1f} | {reps} | {params:.2f} | {gflops:.1f} |"
+        )
+    lines += [
+        "",
+        "Target: light RVOS (efficientnet_lite0) at 240x427, 1 object, under 40 ms/frame on 2 CPU "
+        "threads (the paper's ResNet-101 RVOS: 44 ms/frame on a P100 GPU).",
+        END,
+    ]
     section = "\n".join(lines)
     write_section("model_speed", section, path)
     print(f"wrote {path}")

@@ -19,6 +19,7 @@ may be shared). Usage::
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import sys
@@ -30,27 +31,24 @@ from pathlib import Path
 import torch
 from _common import cpu_name, write_section  # noqa: E402  (benchmarks/ is on sys.path)
 
+from recvos.models.feed import FirstFrameFeed
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 START, END = "<!-- segment_fps:start -->", "<!-- segment_fps:end -->"
 
 
-
-
 def model_only(model, frames: list[torch.Tensor], first: torch.Tensor, repeats: int = 2) -> float:
-    """Frames/s of init_state + step over pre-decoded frames [1, 3, h, w]: best of ``repeats`` passes after
-    a warm-up of 10 steps (the first steps of a process are slow while oneDNN builds its kernels)."""
+    """Frames/s of the model's own loop (``unroll``) over pre-decoded frames [1, 3, h, w]: best of ``repeats``
+    passes after a warm-up of 10 frames (the first steps of a process are slow while oneDNN builds its kernels)."""
     best = 0.0
     with torch.inference_mode():
-        st = model.init_state(frames[0], first)
-        for x in frames[:10]:
-            model.step(x, st, first if model.uses_prev_masks else None)
+        for _ in model.unroll(frames[:10], FirstFrameFeed(first)):
+            pass
         for _ in range(repeats):
             t0 = time.perf_counter()
-            st, prev = model.init_state(frames[0], first), first
-            for x in frames:
-                out = model.step(x, st, prev if model.uses_prev_masks else None)
-                st, prev = out.state, torch.sigmoid(out.logits)
+            for _ in model.unroll(frames, FirstFrameFeed(first)):
+                pass
             best = max(best, len(frames) / (time.perf_counter() - t0))
     return best
 
@@ -58,12 +56,15 @@ def model_only(model, frames: list[torch.Tensor], first: torch.Tensor, repeats: 
 def main(argv: list[str] | None = None) -> int:
     from recvos.data.frames import open_frames
     from recvos.data.masks import read_mask
+    from recvos.inference.inputs import frame_to_tensor, resize_binary
     from recvos.inference.pipelines import segment_to_folder
-    from recvos.inference.segmenter import load_model, resize_binary
+    from recvos.inference.segmenter import load_model
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--video", type=Path, default=SHARED / "videos" / "cotracker_bear.mp4")
-    p.add_argument("--mask", type=Path, default=SHARED / "davis2016" / "Annotations" / "480p" / "bear" / "00000.png")
+    p.add_argument(
+        "--mask", type=Path, default=SHARED / "davis2016" / "Annotations" / "480p" / "bear" / "00000.png"
+    )
     p.add_argument("--models", nargs="+", default=["rvos-st", "s2s"], help="model names or checkpoint paths")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-size", type=int, default=240)
@@ -85,9 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models:
         seg = load_model(name, "cpu", max_size=args.max_size)
         h, w = seg.init_state(raw[:1]).proc_size
-        frames = [seg._to_input(f, (h, w)) for f in raw]
+        frames = [frame_to_tensor(f, (h, w), seg.device) for f in raw]
         first = torch.from_numpy(resize_binary(ids > 0, (h, w))).float()[None, None]
-        fps_fast = model_only(seg._runner(), frames, first)
+        fast = copy.deepcopy(seg.model).optimize_for_inference()  # what the Segmenter propagates with
+        fps_fast = model_only(fast, frames, first)
         fps_eager = model_only(seg.model, frames, first)
         del frames
         # warm-up of the whole path on 3 frames, then the timed runs
@@ -97,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             runs = [segment_to_folder(seg, args.video, Path(tmp) / f"m{k}", mask=args.mask) for k in range(2)]
             e2e = max(runs, key=lambda r: r.fps)
-            ov = segment_to_folder(seg, args.video, Path(tmp) / "m2", mask=args.mask, overlay=Path(tmp) / "ov.mp4")
+            ov = segment_to_folder(
+                seg, args.video, Path(tmp) / "m2", mask=args.mask, overlay=Path(tmp) / "ov.mp4"
+            )
         state = seg.init_state(raw[:1])
         seg.add_mask(state, 0, ids)
         ol = seg.finetune(state, steps=args.online_steps)
@@ -140,7 +144,9 @@ def write_report(path: Path, rows: list[tuple], args, size: tuple[int, int], tot
         "|---|---|---|---|---|---|---|",
     ]
     for name, (h, w), eager, fast, e2e, ov, _, ol, steps in rows:
-        lines.append(f"| {name} | {w}x{h} | {eager:.2f} | {fast:.2f} | {e2e:.2f} | {ov:.2f} | {ol:.1f} ({steps} steps) |")
+        lines.append(
+            f"| {name} | {w}x{h} | {eager:.2f} | {fast:.2f} | {e2e:.2f} | {ov:.2f} | {ol:.1f} ({steps} steps) |"
+        )
     lines += [
         "",
         "Online learning: `Segmenter.finetune(state, steps)` on warped pairs of the first frame (backbone frozen, "
@@ -149,7 +155,6 @@ def write_report(path: Path, rows: list[tuple], args, size: tuple[int, int], tot
     ]
     write_section("segment_fps", "\n".join(lines), path)
     print(f"wrote {path}")
-
 
     print(f"wrote {path}")
 

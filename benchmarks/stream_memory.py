@@ -88,10 +88,19 @@ def child(video: Path, model: str, threads: int) -> None:
     probe = Probe()
     with tempfile.TemporaryDirectory() as tmp:
         rep = segment_to_folder(seg, video, Path(tmp) / "out", mask=video.with_suffix(".png"), progress=probe)
-    print(json.dumps({
-        "frames": rep.frames, "seconds": rep.seconds, "peak_mb": peak_rss_mb(), "peak_at_100_mb": probe.at100,
-        "rss_at_100_mb": probe.now100, "rss_end_mb": rss_now_mb(), "startup_mb": startup,
-    }))
+    print(
+        json.dumps(
+            {
+                "frames": rep.frames,
+                "seconds": rep.seconds,
+                "peak_mb": peak_rss_mb(),
+                "peak_at_100_mb": probe.at100,
+                "rss_at_100_mb": probe.now100,
+                "rss_end_mb": rss_now_mb(),
+                "startup_mb": startup,
+            }
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,14 +120,25 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="recvos_stream_") as tmp:
         for n in args.lengths:
             video = write_looped_video(Path(tmp) / f"stream_{n}.mp4", n, tuple(args.size))
-            cmd = [sys.executable, __file__, "--child", str(video), "--model", args.model, "--threads", str(args.threads)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                str(video),
+                "--model",
+                args.model,
+                "--threads",
+                str(args.threads),
+            ]
             env = {**os.environ, "PYTHONWARNINGS": "ignore"}
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
             res = json.loads(out.strip().splitlines()[-1])
             rows.append((n, res))
-            print(f"{n} frames: peak RSS {res['peak_mb']:.1f} MB (after 100 frames {res['peak_at_100_mb']:.1f} MB); "
-                  f"RSS after loading {res['startup_mb']:.1f}, at frame 100 {res['rss_at_100_mb']:.1f}, at the end "
-                  f"{res['rss_end_mb']:.1f} MB; {res['frames'] / res['seconds']:.1f} frames/s")
+            print(
+                f"{n} frames: peak RSS {res['peak_mb']:.1f} MB (after 100 frames {res['peak_at_100_mb']:.1f} MB); "
+                f"RSS after loading {res['startup_mb']:.1f}, at frame 100 {res['rss_at_100_mb']:.1f}, at the end "
+                f"{res['rss_end_mb']:.1f} MB; {res['frames'] / res['seconds']:.1f} frames/s"
+            )
     total = time.perf_counter() - t_all
     if args.write:
         write_report(ROOT / "BENCHMARKS.md", rows, args, total)
@@ -145,8 +165,10 @@ def write_report(path: Path, rows: list[tuple], args, total: float) -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for n, r in rows:
-        lines.append(f"| {n} | {r['peak_mb']:.1f} | {r['peak_mb'] - base:+.1f} | {r['peak_at_100_mb']:.1f} | "
-                     f"{r['rss_at_100_mb']:.1f} | {r['rss_end_mb']:.1f} | {r['frames'] / r['seconds']:.1f} |")
+        lines.append(
+            f"| {n} | {r['peak_mb']:.1f} | {r['peak_mb'] - base:+.1f} | {r['peak_at_100_mb']:.1f} | "
+            f"{r['rss_at_100_mb']:.1f} | {r['rss_end_mb']:.1f} | {r['frames'] / r['seconds']:.1f} |"
+        )
     lines.append(END)
     write_section("stream_memory", "\n".join(lines), path)
     print(f"wrote {path}")

@@ -43,18 +43,33 @@ CONFIGS = [
 ]
 
 
-
-
 def base_overrides(args: argparse.Namespace, out: Path) -> list[str]:
     h, w = args.size
     return [
-        f"out={out}", "train.progress=false", "train.tensorboard=false", "val.every=0", f"train.device={args.device}",
-        f"train.amp={args.amp}", f"train.batch_size={args.batch}", "train.ckpt_every=100000",
-        f"data.size=[{h}, {w}]", f"data.num_frames={args.frames}", f"data.max_objects={args.objects}",
-        "data.num_workers=0", "data.clips_per_epoch=64", "data.mix.real=0", "data.mix.synthetic=1",
-        f"data.synthetic.size=[{h}, {w}]", "data.synthetic.pool=2", f"data.synthetic.num_frames={args.frames + 3}",
-        f"data.synthetic.num_objects={args.objects}", "loss.iou=1", "loss.bce=0",
-        "augment.enabled=true", "optim.warmup_steps=0", "optim.schedule=constant",
+        f"out={out}",
+        "train.progress=false",
+        "train.tensorboard=false",
+        "val.every=0",
+        f"train.device={args.device}",
+        f"train.amp={args.amp}",
+        f"train.batch_size={args.batch}",
+        "train.ckpt_every=100000",
+        f"data.size=[{h}, {w}]",
+        f"data.num_frames={args.frames}",
+        f"data.max_objects={args.objects}",
+        "data.num_workers=0",
+        "data.clips_per_epoch=64",
+        "data.mix.real=0",
+        "data.mix.synthetic=1",
+        f"data.synthetic.size=[{h}, {w}]",
+        "data.synthetic.pool=2",
+        f"data.synthetic.num_frames={args.frames + 3}",
+        f"data.synthetic.num_objects={args.objects}",
+        "loss.iou=1",
+        "loss.bce=0",
+        "augment.enabled=true",
+        "optim.warmup_steps=0",
+        "optim.schedule=constant",
     ]
 
 
@@ -62,21 +77,37 @@ def run_config(args, label: str, name: str, options: dict, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         opts = [f"model.options.{k}={v}" for k, v in options.items()]
-        cfg = load_config(ROOT / "configs" / "smoke_synthetic.yaml", [
-            *base_overrides(args, out), f"model.name={name}", "model.options={}", "model.options.hidden_size=128",
-            "model.options.backbone_weights=null", "model.options.mode=one-shot", *opts,
-            f"train.steps={steps + 1}",
-        ])
+        cfg = load_config(
+            ROOT / "configs" / "smoke_synthetic.yaml",
+            [
+                *base_overrides(args, out),
+                f"model.name={name}",
+                "model.options={}",
+                "model.options.hidden_size=128",
+                "model.options.backbone_weights=null",
+                "model.options.mode=one-shot",
+                *opts,
+                f"train.steps={steps + 1}",
+            ],
+        )
         t0 = time.perf_counter()
         Trainer(cfg).fit()
         wall = time.perf_counter() - t0
         recs = [json.loads(x) for x in (out / "logs.jsonl").read_text().splitlines()]
     per_step = [r["clips_per_s"] for r in recs if "clips_per_s" in r][1:]
-    from recvos.models.factory import build_model, count_parameters
+    from recvos.models.factory import build_model
+    from recvos.models.state_dicts import count_parameters
 
     params = count_parameters(build_model(name, **options))
-    return {"label": label, "clips_per_s": statistics.median(per_step), "min": min(per_step), "max": max(per_step),
-            "steps": len(per_step), "wall_s": wall, "params_m": params / 1e6}
+    return {
+        "label": label,
+        "clips_per_s": statistics.median(per_step),
+        "min": min(per_step),
+        "max": max(per_step),
+        "steps": len(per_step),
+        "wall_s": wall,
+        "params_m": params / 1e6,
+    }
 
 
 def data_pipeline(args) -> float:
@@ -114,8 +145,11 @@ def main() -> int:
     rows = []
     for label, name, options, steps in configs:
         r = run_config(args, label, name, options, 2 if args.quick else steps)
-        print(f"{r['label']}: {r['clips_per_s']:.3f} clips/s median of {r['steps']} steps, best {r['max']:.3f} "
-              f"(worst {r['min']:.3f}), {r['params_m']:.1f} M params, run {r['wall_s']:.0f} s", flush=True)
+        print(
+            f"{r['label']}: {r['clips_per_s']:.3f} clips/s median of {r['steps']} steps, best {r['max']:.3f} "
+            f"(worst {r['min']:.3f}), {r['params_m']:.1f} M params, run {r['wall_s']:.0f} s",
+            flush=True,
+        )
         rows.append(r)
     dp = data_pipeline(args)
     load_after = os.getloadavg()[0]
@@ -139,8 +173,10 @@ def main() -> int:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['label']} | {r['params_m']:.1f} | {r['clips_per_s']:.3f} | {r['max']:.3f} "
-                     f"| {args.batch / r['max']:.2f} | {r['steps']} |")
+        lines.append(
+            f"| {r['label']} | {r['params_m']:.1f} | {r['clips_per_s']:.3f} | {r['max']:.3f} "
+            f"| {args.batch / r['max']:.2f} | {r['steps']} |"
+        )
     lines += ["", f"Data pipeline alone (ClipDataset + augmentation, same size): {dp:.1f} clips/s."]
     write_report("\n".join(lines))
     print("wrote BENCHMARKS.md section", file=sys.stderr)

@@ -19,7 +19,8 @@ def _torch_threads():
 @pytest.fixture(scope="session")
 def ckpt(tmp_path_factory) -> Path:
     """A tiny one-shot RVOS-T checkpoint (random weights, seeded) for the CLI tests."""
-    from recvos.models.factory import build_model, save_model
+    from recvos.models.factory import build_model
+    from recvos.models.loading import save_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
@@ -41,3 +42,17 @@ def davis2016_root(shared_data: Path) -> Path:
     if not root.is_dir():
         pytest.skip("../shared/data/davis2016 is not present")
     return root
+
+
+@pytest.fixture(scope="session")
+def unroll():
+    """``unroll(model, frames [B,T,3,H,W], masks [B,T,O,H,W] | None, teacher=True)`` -> ClipOutput: the model's
+    own loop over a clip with a ClipFeed (teacher forcing, or Mask-ST+ with ``teacher=False``; zero-shot
+    without masks)."""
+    from recvos.models.feed import ClipFeed
+
+    def run(model, frames, masks=None, teacher=True):
+        feed = ClipFeed(zero_shot=True) if masks is None else ClipFeed(masks, teacher=teacher)
+        return model.unroll_clip(frames, feed)
+
+    return run

@@ -52,7 +52,9 @@ def test_outputs_follow_the_annotation_resolution(tmp_path, ckpt):
     for p in (root / "JPEGImages").rglob("*.png"):
         Image.open(p).resize((32, 24), Image.BICUBIC).save(p)
     out = tmp_path / "res"
-    assert predict("--dataset", "davis2017", "--root", root, "--split", "val", "-o", out, "--model", ckpt) == 0
+    assert (
+        predict("--dataset", "davis2017", "--root", root, "--split", "val", "-o", out, "--model", ckpt) == 0
+    )
     pngs = list(out.rglob("*.png"))
     assert len(pngs) == 3 and all(read_mask(p).shape == (48, 64) for p in pngs)
 
@@ -88,10 +90,15 @@ def test_shards_partition_the_dataset(tmp_path, dataset, ckpt):
     out = tmp_path / "res"
     seen = []
     for i in range(3):
-        assert predict("--dataset", "folder", "--root", dataset, "-o", out, "--model", ckpt, "--shard", f"{i}/3") == 0
+        assert (
+            predict("--dataset", "folder", "--root", dataset, "-o", out, "--model", ckpt, "--shard", f"{i}/3")
+            == 0
+        )
         now = sorted(p.name for p in out.iterdir())
         seen.append(set(now) - set().union(*seen) if seen else set(now))
-    assert sum(len(s) for s in seen) == 5 and set().union(*seen) == {p.name for p in (dataset / "JPEGImages").iterdir()}
+    assert sum(len(s) for s in seen) == 5 and set().union(*seen) == {
+        p.name for p in (dataset / "JPEGImages").iterdir()
+    }
     assert all(seen)
 
 
@@ -104,7 +111,18 @@ def test_parse_shard():
 
 def test_existing_results_need_overwrite(tmp_path, dataset, ckpt, capsys):
     out = tmp_path / "res"
-    args = ("--dataset", "folder", "--root", dataset, "-o", out, "--model", ckpt, "--sequences", "synthetic000")
+    args = (
+        "--dataset",
+        "folder",
+        "--root",
+        dataset,
+        "-o",
+        out,
+        "--model",
+        ckpt,
+        "--sequences",
+        "synthetic000",
+    )
     assert predict(*args) == 0
     assert predict(*args) == 2
     assert "--overwrite" in capsys.readouterr().err
@@ -119,14 +137,32 @@ def test_youtube_vos_zip_holds_annotated_frames_only(tmp_path, ckpt):
         vid = f"vid_{seq[-1]}"
         shutil.copytree(src / "JPEGImages" / seq, root / "valid" / "JPEGImages" / vid)
         (root / "valid" / "Annotations" / vid).mkdir(parents=True)
-        shutil.copy(src / "Annotations" / seq / "00000.png", root / "valid" / "Annotations" / vid / "00000.png")
+        shutil.copy(
+            src / "Annotations" / seq / "00000.png", root / "valid" / "Annotations" / vid / "00000.png"
+        )
         frames = ["00000", "00002"]  # the frames to be evaluated (YouTube-VOS: every 5th)
-        meta["videos"][vid] = {"objects": {"1": {"category": "x", "frames": frames},
-                                           "2": {"category": "y", "frames": frames}}}
+        meta["videos"][vid] = {
+            "objects": {"1": {"category": "x", "frames": frames}, "2": {"category": "y", "frames": frames}}
+        }
     (root / "valid" / "meta.json").write_text(json.dumps(meta))
     out = tmp_path / "res"
-    assert predict("--dataset", "youtube-vos", "--root", root, "--split", "valid", "-o", out, "--model", ckpt,
-                   "--format", "youtube-vos-zip") == 0
+    assert (
+        predict(
+            "--dataset",
+            "youtube-vos",
+            "--root",
+            root,
+            "--split",
+            "valid",
+            "-o",
+            out,
+            "--model",
+            ckpt,
+            "--format",
+            "youtube-vos-zip",
+        )
+        == 0
+    )
     with zipfile.ZipFile(out / "submission.zip") as zf:
         names = sorted(zf.namelist())
     assert names == sorted(f"Annotations/{v}/{f}.png" for v in meta["videos"] for f in ("00000", "00002"))
@@ -138,8 +174,23 @@ def test_youtube_vos_zip_holds_annotated_frames_only(tmp_path, ckpt):
 @pytest.mark.shared
 def test_davis2016_outputs_are_854x480(tmp_path, davis2016_root, ckpt):
     out = tmp_path / "res"
-    assert predict("--dataset", "davis2016", "--root", davis2016_root, "-o", out, "--model", ckpt,
-                   "--sequences", "blackswan", "--max-size", 64) == 0
+    assert (
+        predict(
+            "--dataset",
+            "davis2016",
+            "--root",
+            davis2016_root,
+            "-o",
+            out,
+            "--model",
+            ckpt,
+            "--sequences",
+            "blackswan",
+            "--max-size",
+            64,
+        )
+        == 0
+    )
     pngs = sorted((out / "blackswan").glob("*.png"))
     assert len(pngs) == len(list((davis2016_root / "JPEGImages" / "240p" / "blackswan").glob("*.jpg")))
     with Image.open(pngs[0]) as im:

@@ -13,7 +13,8 @@ from PIL import Image
 from recvos.cli.main import main
 from recvos.data.masks import read_mask, write_mask
 from recvos.data.synthetic import synthetic_clip, write_synthetic_video
-from recvos.models.factory import build_model, save_model
+from recvos.models.factory import build_model
+from recvos.models.loading import save_model
 
 N = 6
 
@@ -40,7 +41,10 @@ def run(*argv) -> int:
 def test_segment_video_with_overlay(tmp_path, video, ckpt, capsys):
     path, gt = video
     out = tmp_path / "out"
-    assert run(path, "--mask", gt / "00000.png", "-o", out, "--model", ckpt, "--overlay", tmp_path / "ov.mp4") == 0
+    assert (
+        run(path, "--mask", gt / "00000.png", "-o", out, "--model", ckpt, "--overlay", tmp_path / "ov.mp4")
+        == 0
+    )
     pngs = sorted(out.glob("*.png"))
     assert [p.name for p in pngs] == [f"{i:05d}.png" for i in range(N)]
     for p in pngs:
@@ -122,7 +126,9 @@ def test_bad_masks_are_one_line_errors(tmp_path, video, ckpt, capsys):
 
 
 def test_truncated_video_keeps_written_masks(tmp_path, ckpt, capsys):
-    path = write_synthetic_video(tmp_path / "long.mp4", num_frames=40, size=(48, 64), masks_dir=tmp_path / "gt")
+    path = write_synthetic_video(
+        tmp_path / "long.mp4", num_frames=40, size=(48, 64), masks_dir=tmp_path / "gt"
+    )
     data = path.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: len(data) * 2 // 3])
@@ -147,7 +153,9 @@ def test_checkpoint_of_another_architecture(tmp_path, video, capsys):
     a = build_model("rvos-t", hidden_size=16)
     ckpt = {"format": "recvos-model/1", "model_name": "s2s", "model_config": {}, "state_dict": a.state_dict()}
     torch.save(ckpt, tmp_path / "other.pt")
-    assert run(path, "--mask", gt / "00000.png", "-o", tmp_path / "out", "--model", tmp_path / "other.pt") == 2
+    assert (
+        run(path, "--mask", gt / "00000.png", "-o", tmp_path / "out", "--model", tmp_path / "other.pt") == 2
+    )
     err = capsys.readouterr().err
     assert "other.pt" in err and "s2s" in err
 
@@ -160,7 +168,10 @@ def test_needs_masks_or_zero_shot(tmp_path, video, ckpt, capsys):
 
 def test_online_steps(tmp_path, video, ckpt, capsys):
     path, gt = video
-    assert run(path, "--mask", gt / "00000.png", "-o", tmp_path / "out", "--model", ckpt, "--online-steps", 1) == 0
+    assert (
+        run(path, "--mask", gt / "00000.png", "-o", tmp_path / "out", "--model", ckpt, "--online-steps", 1)
+        == 0
+    )
     assert "online learning" in capsys.readouterr().out
 
 

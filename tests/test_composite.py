@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from recvos.data.clips import ArrayVideo, ClipDataset, ClipKey
+from recvos.data.clips import ArrayVideo, ClipDataset, ClipKey, CompositeOptions, SourceMix
 from recvos.data.composite import paste_objects
 
 
@@ -72,8 +72,8 @@ def test_composite_source_gives_multi_object_clips():
         size=(32, 48),
         num_frames=3,
         max_objects=3,
-        mix={"real": 0.0, "composite": 1.0},
-        composite={"min_pasted": 2, "max_pasted": 2, "scale": (0.5, 0.7), "max_offset": 0.2},
+        mix=SourceMix(real=0.0, composite=1.0),
+        composite=CompositeOptions(min_pasted=2, max_pasted=2, scale=[0.5, 0.7], max_offset=0.2),
         length=8,
     )
     counts = []
@@ -100,7 +100,7 @@ def test_davis2016_composite_clips(davis2016_root):
         max_objects=3,
         max_stride=2,
         transform=ClipTransform((120, 214)),
-        mix={"real": 0.0, "composite": 1.0},
+        mix=SourceMix(real=0.0, composite=1.0),
         length=8,
     )
     item = ds[ClipKey(0, 3)]

@@ -15,9 +15,20 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 def test_defaults_preset_and_overrides(tmp_path):
     preset = tmp_path / "p.yaml"
-    preset.write_text("train:\n  steps: 50\n  batch_size: 2\ndata:\n  size: [64, 96]\nmodel:\n  options: {backbone: resnet18}\n")
-    cfg = load_config(preset, ["train.steps=7", "optim.lr=3e-4", "data.mix.synthetic=1", "model.options.max_objects=4",
-                               "curriculum.own_masks_from_step=null", "optim.backbone_lr=1"])
+    preset.write_text(
+        "train:\n  steps: 50\n  batch_size: 2\ndata:\n  size: [64, 96]\nmodel:\n  options: {backbone: resnet18}\n"
+    )
+    cfg = load_config(
+        preset,
+        [
+            "train.steps=7",
+            "optim.lr=3e-4",
+            "data.mix.synthetic=1",
+            "model.options.max_objects=4",
+            "curriculum.own_masks_from_step=null",
+            "optim.backbone_lr=1",
+        ],
+    )
     assert cfg.train.steps == 7  # override beats preset
     assert cfg.train.batch_size == 2  # preset beats default
     assert cfg.train.accumulate == Config().train.accumulate  # default kept
@@ -46,7 +57,8 @@ def test_unknown_key_lists_close_matches(tmp_path):
     [
         ("train.steps=abc", "must be int"),
         ("train.steps=1.5", "must be int"),
-        ("train.task=semi", "one-shot, zero-shot"),
+        ("model.options.mode=semi", "one-shot or zero-shot"),
+        ("val.max_size=4", ">= 8"),
         ("data.size=[1, 2, 3]", "H, W"),
         ("train.steps", "key=value"),
         ("data=3", "section"),
@@ -92,8 +104,13 @@ def test_presets_load(preset):
 
 def test_required_presets_exist():
     names = {p.name for p in CONFIGS.glob("*.yaml")}
-    assert {"rvos_oneshot_davis2016.yaml", "rvos_zeroshot_davis2016.yaml", "s2s_davis2016.yaml",
-            "rvos_youtubevos.yaml", "smoke_synthetic.yaml"} <= names
+    assert {
+        "rvos_oneshot_davis2016.yaml",
+        "rvos_zeroshot_davis2016.yaml",
+        "s2s_davis2016.yaml",
+        "rvos_youtubevos.yaml",
+        "smoke_synthetic.yaml",
+    } <= names
 
 
 def test_sequence_lists_select_and_exclude(tmp_path):
@@ -101,17 +118,34 @@ def test_sequence_lists_select_and_exclude(tmp_path):
     from recvos.data.datasets import open_dataset
     from recvos.data.synthetic import write_synthetic_dataset
     from recvos.errors import RecvosError
-    from recvos.training.trainer import Trainer
+    from recvos.training.data import open_videos
 
     root = write_synthetic_dataset(tmp_path / "ds", num_videos=3, num_frames=3, size=(32, 48))
     names = list(open_dataset("folder", root).names)
-    kept = Trainer._open(None, "folder", str(root), None, "data", [], [names[0]])
+    kept = open_videos("folder", str(root), None, "data", [], [names[0]])
     assert [v.name for v in kept] == names[1:]
-    only = Trainer._open(None, "folder", str(root), None, "val", [names[2]], [])
+    only = open_videos("folder", str(root), None, "val", [names[2]], [])
     assert [v.name for v in only] == [names[2]]
     with pytest.raises(RecvosError, match="not in"):
-        Trainer._open(None, "folder", str(root), None, "data", ["nope"], [])
+        open_videos("folder", str(root), None, "data", ["nope"], [])
     with pytest.raises(RecvosError, match="no sequences left"):
-        Trainer._open(None, "folder", str(root), None, "data", [], names)
+        open_videos("folder", str(root), None, "data", [], names)
     cfg = load_config(None, ["data.exclude=[a, b]", "val.sequences=[c]"])
     assert cfg.data.exclude == ["a", "b"] and cfg.val.sequences == ["c"]
+
+
+def test_older_run_configs_are_migrated():
+    """A config.yaml saved before train.task / val.size moved still resumes."""
+    from recvos.training.config import config_from_dict
+
+    cfg = config_from_dict(
+        {
+            "train": {"task": "zero-shot", "steps": 3},
+            "val": {"size": [240, 427]},
+            "model": {"name": "rvos-st"},
+        }
+    )
+    assert cfg.model.options["mode"] == "zero-shot" and cfg.model.zero_shot
+    assert cfg.val.max_size == 240 and cfg.train.steps == 3
+    kept = config_from_dict({"train": {"task": "one-shot"}, "model": {"options": {"mode": "one-shot"}}})
+    assert kept.model.options == {"mode": "one-shot"} and not kept.model.zero_shot

@@ -23,7 +23,12 @@ def test_matches_the_lstm_equations():
     x, h0, c0 = torch.rand(1, 2, 1, 1), torch.rand(1, 3, 1, 1), torch.rand(1, 3, 1, 1)
     h, c = cell(x, (h0, c0))
     gates = cell.conv(torch.cat([x, h0], 1))
-    i, f, o, g = gates.sigmoid()[:, 0:3], gates.sigmoid()[:, 3:6], gates.sigmoid()[:, 6:9], gates[:, 9:].tanh()
+    i, f, o, g = (
+        gates.sigmoid()[:, 0:3],
+        gates.sigmoid()[:, 3:6],
+        gates.sigmoid()[:, 6:9],
+        gates[:, 9:].tanh(),
+    )
     c_ref = f * c0 + i * g
     assert torch.allclose(c, c_ref) and torch.allclose(h, o * c_ref.tanh())
 
@@ -45,9 +50,9 @@ def test_shared_input_equals_concatenation():
     split = ConvLSTMCell(a, hid, extra_hidden=1, shared_dim=s)
     with torch.no_grad():
         w = full.conv.weight  # input channel order of full: [x (a), shared (s), h, extra]
-        split.conv.weight.copy_(torch.cat([w[:, :a], w[:, a + s:]], 1))
+        split.conv.weight.copy_(torch.cat([w[:, :a], w[:, a + s :]], 1))
         split.conv.bias.copy_(full.conv.bias)
-        split.shared_conv.weight.copy_(w[:, a:a + s])
+        split.shared_conv.weight.copy_(w[:, a : a + s])
     x, shared = torch.rand(B * G, a, 6, 7), torch.rand(B, s, 6, 7)
     h0, c0, e = torch.rand(B * G, hid, 6, 7), torch.rand(B * G, hid, 6, 7), torch.rand(B * G, hid, 6, 7)
     ref = full(torch.cat([x, shared.repeat_interleave(G, 0)], 1), (h0, c0), [e])

@@ -14,8 +14,14 @@ import torch
 import torch.multiprocessing as mp
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-TINY = ["train.progress=false", "train.tensorboard=false", "val.every=0", "data.size=[48, 48]",
-        "data.synthetic.size=[48, 48]", "model.options.hidden_size=16"]
+TINY = [
+    "train.progress=false",
+    "train.tensorboard=false",
+    "val.every=0",
+    "data.size=[48, 48]",
+    "data.synthetic.size=[48, 48]",
+    "model.options.hidden_size=16",
+]
 
 
 def _free_port() -> int:
@@ -25,16 +31,29 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(world),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     from recvos.training.config import load_config
     from recvos.training.trainer import Trainer
 
-    cfg = load_config(CONFIGS / "smoke_synthetic.yaml", [
-        f"out={out}/run", "train.steps=3", "train.ckpt_every=2", "train.accumulate=2", "train.device=cpu",
-        "optim.freeze_backbone_steps=1", *TINY,
-    ])
+    cfg = load_config(
+        CONFIGS / "smoke_synthetic.yaml",
+        [
+            f"out={out}/run",
+            "train.steps=3",
+            "train.ckpt_every=2",
+            "train.accumulate=2",
+            "train.device=cpu",
+            "optim.freeze_backbone_steps=1",
+            *TINY,
+        ],
+    )
     trainer = Trainer(cfg)
     res = trainer.fit()
     params = {k: v.detach() for k, v in trainer.model.named_parameters()}
@@ -56,7 +75,10 @@ def test_two_process_gloo_ranks_agree(tmp_path):
     run = tmp_path / "run"
     lines = (run / "logs.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]  # rank 0 alone logs
-    assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt")) == ["step_00000002.pt", "step_00000003.pt"]
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt")) == [
+        "step_00000002.pt",
+        "step_00000003.pt",
+    ]
     ck = torch.load(run / "checkpoints" / "step_00000003.pt", weights_only=True)
     assert len(ck["rng"]) == 2 and ck["world_size"] == 2
 
@@ -64,9 +86,24 @@ def test_two_process_gloo_ranks_agree(tmp_path):
 @pytest.mark.slow
 def test_torchrun_cli(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
-           "-m", "recvos", "train", "--config", str(CONFIGS / "smoke_synthetic.yaml"), "--out", str(tmp_path / "run"),
-           "train.steps=2", "train.ckpt_every=2", *TINY]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "recvos",
+        "train",
+        "--config",
+        str(CONFIGS / "smoke_synthetic.yaml"),
+        "--out",
+        str(tmp_path / "run"),
+        "train.steps=2",
+        "train.ckpt_every=2",
+        *TINY,
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "run" / "checkpoints" / "step_00000002.pt").is_file()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from recvos.models.factory import build_model, load_checkpoint, save_model
+from recvos.models.factory import build_model
+from recvos.models.loading import load_checkpoint, save_model
 from recvos.training.export import export_weights
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from recvos.errors import RecvosError
-from recvos.models.factory import build_model, save_model
+from recvos.models.factory import build_model
+from recvos.models.loading import save_model
 from recvos.models.rvos import RVOS
 
 H, W = 61, 107
@@ -28,14 +29,20 @@ def clip(B=2, T=3, O=3, seed=0):  # noqa: E741 (the shape letter)
 
 
 @pytest.mark.parametrize(
-    "name,mode", [("rvos-st", "one-shot"), ("rvos-st", "zero-shot"), ("rvos-s", "one-shot"),
-                  ("rvos-s", "zero-shot"), ("rvos-t", "one-shot")]
+    "name,mode",
+    [
+        ("rvos-st", "one-shot"),
+        ("rvos-st", "zero-shot"),
+        ("rvos-s", "one-shot"),
+        ("rvos-s", "zero-shot"),
+        ("rvos-t", "one-shot"),
+    ],
 )
-def test_shapes(name, mode):
+def test_shapes(name, mode, unroll):
     model = tiny(name, mode=mode, max_objects=4).eval()
     frames, masks = clip()
     with torch.no_grad():
-        out = model.forward_clip(frames, masks[:, 0] if mode == "one-shot" else None, masks)
+        out = unroll(model, frames, masks if mode == "one-shot" else None)
     O = 3 if mode == "one-shot" else 4  # noqa: E741
     assert out.logits.shape == (2, 3, O, H, W)
     assert out.objectness.shape == (2, 3, O)
@@ -53,28 +60,35 @@ def test_default_model_at_davis_internal_size():
         out = model.step(frame, model.init_state(frame, masks), masks)
     assert out.logits.shape == (1, 2, 240, 427)
     assert [tuple(h.shape) for h in out.state.hidden] == [
-        (1, 2, 128, 8, 14), (1, 2, 64, 15, 27), (1, 2, 32, 30, 54), (1, 2, 16, 60, 107)]
+        (1, 2, 128, 8, 14),
+        (1, 2, 64, 15, 27),
+        (1, 2, 32, 30, 54),
+        (1, 2, 16, 60, 107),
+    ]
 
 
 @pytest.mark.parametrize(
-    "name,mode", [("rvos-st", "one-shot"), ("rvos-st", "zero-shot"), ("rvos-s", "one-shot"), ("rvos-t", "one-shot")]
+    "name,mode",
+    [("rvos-st", "one-shot"), ("rvos-st", "zero-shot"), ("rvos-s", "one-shot"), ("rvos-t", "one-shot")],
 )
-def test_gradients_reach_every_parameter(name, mode):
-    model = tiny(name, mode=mode, max_objects=2, class_head=True, num_classes=5).train()
+def test_gradients_reach_every_parameter(name, mode, unroll):
+    model = tiny(name, mode=mode, max_objects=2).train()
     frames, masks = clip(B=2, T=3, O=2)
-    out = model.forward_clip(frames, masks[:, 0] if mode == "one-shot" else None)  # own predictions fed back
-    (out.logits.mean() + out.objectness.mean() + out.class_logits.mean()).backward()
+    out = unroll(
+        model, frames, masks if mode == "one-shot" else None, teacher=False
+    )  # own predictions fed back
+    (out.logits.mean() + out.objectness.mean()).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing
 
 
-def test_rvos_t_is_object_permutation_equivariant():
+def test_rvos_t_is_object_permutation_equivariant(unroll):
     model = tiny("rvos-t").eval()
     frames, masks = clip(O=3)
     perm = torch.tensor([2, 0, 1])
     with torch.no_grad():
-        a = model.forward_clip(frames, masks[:, 0], masks).logits
-        b = model.forward_clip(frames, masks[:, 0, perm], masks[:, :, perm]).logits
+        a = unroll(model, frames, masks).logits
+        b = unroll(model, frames, masks[:, :, perm]).logits
     assert torch.allclose(a[:, :, perm], b, atol=1e-5)
 
 
@@ -113,7 +127,7 @@ def test_zero_shot_slots_differ_and_t_is_rejected():
     assert not torch.allclose(out.logits[:, 0], out.logits[:, 1])
     with pytest.raises(RecvosError, match="rvos-st or rvos-s"):
         tiny("rvos-t", mode="zero-shot")
-    with pytest.raises(ValueError, match="masks=None"):
+    with pytest.raises(RecvosError, match="takes no masks"):
         model.init_state(frame, torch.zeros(1, 1, H, W))
 
 
@@ -122,9 +136,9 @@ def test_bad_inputs():
     frame = torch.rand(1, 3, H, W)
     masks = torch.zeros(1, 2, H, W)
     state = model.init_state(frame, masks)
-    with pytest.raises(ValueError, match="prev_masks"):
+    with pytest.raises(RecvosError, match="prev_masks"):
         model.step(frame, state, None)
-    with pytest.raises(ValueError, match="does not match the state"):
+    with pytest.raises(RecvosError, match="does not match the state"):
         model.step(torch.rand(1, 3, 64, 64), state, torch.zeros(1, 2, 64, 64))
     with pytest.raises(RecvosError, match="variant"):
         RVOS(variant="X")
@@ -132,7 +146,7 @@ def test_bad_inputs():
         RVOS(hidden_size=12)
 
 
-def test_optimize_for_inference_keeps_outputs():
+def test_optimize_for_inference_keeps_outputs(unroll):
     model = tiny("rvos-st")
     for m in model.modules():  # non-trivial BatchNorm statistics
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -143,8 +157,8 @@ def test_optimize_for_inference_keeps_outputs():
     fast = copy.deepcopy(model).optimize_for_inference()
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
     with torch.no_grad():
-        a = model.forward_clip(frames, masks[:, 0], masks).logits
-        b = fast.forward_clip(frames, masks[:, 0], masks).logits
+        a = unroll(model, frames, masks).logits
+        b = unroll(fast, frames, masks).logits
     assert torch.allclose(a, b, atol=1e-4)
     with pytest.raises(RuntimeError, match="optimized for inference"):
         fast.train()
@@ -164,7 +178,7 @@ def test_reference_matching_maps_on_the_reference_frame_itself():
     masks[:, 1, 64:96, 112:160] = 1
     with torch.no_grad():
         state = model.init_state(frame, masks)
-        match = model._match(model.backbone(frame)[2], state)  # [1, 2, 2, 6, 10]
+        match = model.match(model.backbone(frame)[2], state)  # [1, 2, 2, 6, 10]
     assert match.shape == (1, 2, 2, 6, 10)
     hard = torch.nn.functional.interpolate(masks, size=(6, 10), mode="area")
     for o in range(2):
@@ -176,7 +190,7 @@ def test_reference_matching_maps_on_the_reference_frame_itself():
     assert not torch.allclose(match[0, 0, 0], match[0, 1, 1])
 
 
-def test_reference_warm_start_keeps_the_outputs_and_learns():
+def test_reference_warm_start_keeps_the_outputs_and_learns(unroll):
     """adapt_state_dict inserts zero weights for the matching channels: the warm-started model computes
     exactly what the model without reference did, and the new weights receive gradients."""
     old = tiny("rvos-st").eval()
@@ -185,29 +199,29 @@ def test_reference_warm_start_keeps_the_outputs_and_learns():
     assert sorted(missing) == ["ref_embed.bias", "ref_embed.weight"] and not unexpected
     frames, masks = clip(B=1, T=3, O=2)
     with torch.no_grad():
-        a = old.forward_clip(frames, masks[:, 0]).logits
-        b = new.forward_clip(frames, masks[:, 0]).logits
+        a = unroll(old, frames, masks, teacher=False).logits
+        b = unroll(new, frames, masks, teacher=False).logits
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     new.train()
-    new.forward_clip(frames, masks[:, 0]).logits.sum().backward()
+    unroll(new, frames, masks, teacher=False).logits.sum().backward()
     g = new.cells[0].conv.weight.grad[:, 1:3]  # level 0: [mask, match fg, match bg, h, extra h]
     assert g.abs().sum() > 0
 
 
 @pytest.mark.parametrize("name", ["rvos-st", "rvos-s", "rvos-t"])
-def test_reference_variants_shapes_and_checkpoint_roundtrip(name, tmp_path):
+def test_reference_variants_shapes_and_checkpoint_roundtrip(name, tmp_path, unroll):
     model = tiny(name, reference=True, ref_dim=8).eval()
     frames, masks = clip(B=2, T=3, O=3)
     with torch.no_grad():
-        out = model.forward_clip(frames, masks[:, 0])
+        out = unroll(model, frames, masks, teacher=False)
     assert out.logits.shape == (2, 3, 3, H, W)
     save_model(model, tmp_path / "m.pt")
-    from recvos.models.factory import load_checkpoint
+    from recvos.models.loading import load_checkpoint
 
     back = load_checkpoint(tmp_path / "m.pt")
     assert back.reference and back.config["ref_dim"] == 8
     with torch.no_grad():
-        torch.testing.assert_close(back.forward_clip(frames, masks[:, 0]).logits, out.logits)
+        torch.testing.assert_close(unroll(back, frames, masks, teacher=False).logits, out.logits)
 
 
 def test_reference_is_one_shot_only():

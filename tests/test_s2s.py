@@ -25,14 +25,19 @@ def clip(B=2, T=3, O=3, seed=0):  # noqa: E741 (the shape letter)
 
 @pytest.mark.parametrize(
     "kw",
-    [{}, {"use_initializer": False}, {"prev_mask_input": True}, {"backbone": "vgg16"},
-     {"backbone": "efficientnet_lite0"}],
+    [
+        {},
+        {"use_initializer": False},
+        {"prev_mask_input": True},
+        {"backbone": "vgg16"},
+        {"backbone": "efficientnet_lite0"},
+    ],
 )
-def test_shapes(kw):
+def test_shapes(kw, unroll):
     model = tiny(**kw).eval()
     frames, masks = clip()
     with torch.no_grad():
-        out = model.forward_clip(frames, masks[:, 0], masks)
+        out = unroll(model, frames, masks)
     assert out.logits.shape == (2, 3, 3, H, W)
     assert out.objectness.shape == (2, 3, 3) and out.objectness.eq(1).all()
     assert model.uses_prev_masks == bool(kw.get("prev_mask_input", False))
@@ -40,22 +45,22 @@ def test_shapes(kw):
 
 
 @pytest.mark.parametrize("kw", [{}, {"prev_mask_input": True}])
-def test_gradients_reach_every_parameter(kw):
+def test_gradients_reach_every_parameter(kw, unroll):
     model = tiny(**kw).train()
     frames, masks = clip(B=2, T=3, O=2)
-    model.forward_clip(frames, masks[:, 0]).logits.mean().backward()
+    unroll(model, frames, masks, teacher=False).logits.mean().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing
 
 
 @pytest.mark.parametrize("kw", [{}, {"prev_mask_input": True}])
-def test_object_permutation_equivariance(kw):
+def test_object_permutation_equivariance(kw, unroll):
     model = tiny(**kw).eval()
     frames, masks = clip(O=3)
     perm = torch.tensor([1, 2, 0])
     with torch.no_grad():
-        a = model.forward_clip(frames, masks[:, 0], masks).logits
-        b = model.forward_clip(frames, masks[:, 0, perm], masks[:, :, perm]).logits
+        a = unroll(model, frames, masks).logits
+        b = unroll(model, frames, masks[:, :, perm]).logits
     assert torch.allclose(a[:, :, perm], b, atol=1e-5)
 
 

@@ -11,8 +11,10 @@ import torch
 from recvos.data.frames import FrameSource
 from recvos.data.synthetic import synthetic_clip
 from recvos.errors import RecvosError
-from recvos.inference.segmenter import Segmenter, load_model, processing_size
-from recvos.models.factory import build_model, save_model
+from recvos.inference.inputs import frame_to_tensor, processing_size
+from recvos.inference.segmenter import Segmenter, load_model
+from recvos.models.factory import build_model
+from recvos.models.loading import save_model
 
 
 @pytest.fixture(scope="module")
@@ -142,17 +144,19 @@ def test_mask_added_during_propagation(seg, clip):
 
 def test_new_slot_state_matches_a_fresh_init(seg, clip):
     """Extending a running state with a new object = concatenating a fresh init_state along the object axis."""
-    x = seg._to_input(clip.frames[0], (48, 64))
+    x = frame_to_tensor(clip.frames[0], (48, 64), torch.device("cpu"))
     m = torch.from_numpy(np.stack([clip.masks[0] == 1, clip.masks[0] == 2])).float()[None]
     with torch.inference_mode():
         a = seg.model.init_state(x, m[:, :1])
-        both = seg._extend_state(a, x, m[:, 1:])
+        both = a.cat_objects(seg.model.init_state(x, m[:, 1:]))
         ref = seg.model.init_state(x, m)
         assert both.num_objects == 2
         for h, r in zip(both.hidden, ref.hidden, strict=True):
             assert h.shape == r.shape and torch.equal(h, r)
-        back = seg._select_objects(both, [1], x)
+        back = both.select_objects([1])
         assert back.num_objects == 1 and back.hidden[0].shape[1] == 1
+        for h, r in zip(back.hidden, seg.model.init_state(x, m[:, 1:]).hidden, strict=True):
+            assert torch.equal(h, r)
 
 
 def test_s2s_object_joining_later_runs_the_initializer(clip):
@@ -163,13 +167,12 @@ def test_s2s_object_joining_later_runs_the_initializer(clip):
     seg.add_mask(state, 2, {2: clip.masks[2] == 2})
     seen = {t: ids for t, ids, _ in seg.propagate(state)}
     assert seen[1] == [1] and seen[2] == [1, 2]
-    x = seg._to_input(clip.frames[2], (48, 64))
+    x = frame_to_tensor(clip.frames[2], (48, 64), torch.device("cpu"))
     m1 = torch.from_numpy(clip.masks[0] == 1).float()[None, None]
     m2 = torch.from_numpy(clip.masks[2] == 2).float()[None, None]
     with torch.inference_mode():
-        model = seg._runner()
-        joined = seg._extend_state(model.init_state(x, m1), x, m2)
-        fresh = model.init_state(x, m2)
+        joined = seg.model.init_state(x, m1).cat_objects(seg.model.init_state(x, m2))
+        fresh = seg.model.init_state(x, m2)
     assert joined.num_objects == 2 and torch.equal(joined.h[:, 1], fresh.h[:, 0])
 
 
@@ -323,8 +326,12 @@ def test_load_model_names_paths_and_errors(tmp_path, caplog):
 
 def test_checkpoint_of_another_architecture_is_an_error(tmp_path):
     a = build_model("rvos-t", hidden_size=16)
-    ckpt = {"format": "recvos-model/1", "model_name": "rvos-st", "model_config": dict(a.config),
-            "state_dict": a.state_dict()}
+    ckpt = {
+        "format": "recvos-model/1",
+        "model_name": "rvos-st",
+        "model_config": dict(a.config),
+        "state_dict": a.state_dict(),
+    }
     ckpt["model_config"].pop("variant")
     torch.save(ckpt, tmp_path / "other.pt")
     with pytest.raises(RecvosError, match="other.pt"):
@@ -339,15 +346,20 @@ def test_default_checkpoint_is_verified(tmp_path):
     import hashlib
     import json
 
-    from recvos.inference.default import default_checkpoint_path
+    from recvos.models.loading import default_checkpoint_path
 
     manifest = tmp_path / "manifest.json"
     with pytest.raises(RecvosError, match="no shipped one-shot weights"):
         default_checkpoint_path("one-shot", manifest)
     weights = tmp_path / "one.pt"
     weights.write_bytes(b"weights")
-    entry = {"name": "rvos-st-lite0-davis", "kind": "one-shot", "file": "one.pt",
-             "sha256": hashlib.sha256(b"weights").hexdigest(), "architecture": "rvos-st"}
+    entry = {
+        "name": "rvos-st-lite0-davis",
+        "kind": "one-shot",
+        "file": "one.pt",
+        "sha256": hashlib.sha256(b"weights").hexdigest(),
+        "architecture": "rvos-st",
+    }
     manifest.write_text(json.dumps({"format": "recvos-weights/1", "entries": [entry]}))
     assert default_checkpoint_path("one-shot", manifest) == weights
     with pytest.raises(RecvosError, match="no shipped zero-shot"):
@@ -384,16 +396,16 @@ def test_object_added_later_is_matched_against_its_own_frame(clip):
     torch.manual_seed(0)
     seg = Segmenter(build_model("rvos-st", hidden_size=16, reference=True, ref_dim=8))
     model = seg.model
-    x0 = seg._to_input(clip.frames[0], (48, 64))
-    x3 = seg._to_input(clip.frames[3], (48, 64))
+    x0 = frame_to_tensor(clip.frames[0], (48, 64), torch.device("cpu"))
+    x3 = frame_to_tensor(clip.frames[3], (48, 64), torch.device("cpu"))
     m0 = torch.from_numpy(clip.masks[0] == 1).float()[None, None]
     m3 = torch.from_numpy(clip.masks[3] == 2).float()[None, None]
     with torch.inference_mode():
-        both = seg._extend_state(model.init_state(x0, m0), x3, m3)
+        both = model.init_state(x0, m0).cat_objects(model.init_state(x3, m3))
         torch.testing.assert_close(both.ref_emb[:, 0], model.init_state(x0, m0).ref_emb[:, 0])
         torch.testing.assert_close(both.ref_emb[:, 1], model.init_state(x3, m3).ref_emb[:, 0])
         torch.testing.assert_close(both.ref_mask[:, 1], model.init_state(x3, m3).ref_mask[:, 0])
-        assert seg._select_objects(both, [1], x3).ref_emb.shape[1] == 1
+        assert both.select_objects([1]).ref_emb.shape[1] == 1
     state = seg.init_state(list(clip.frames))
     seg.add_mask(state, 0, {1: clip.masks[0] == 1})
     seg.add_mask(state, 3, {2: clip.masks[3] == 2})

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from recvos.errors import RecvosError
-from recvos.inference.default import default_checkpoint_path, read_manifest, sha256_file
-from recvos.models.factory import load_checkpoint
+from recvos.models.loading import default_checkpoint_path, load_checkpoint, read_manifest, sha256_file
 
 SIZE_LIMIT = 25_000_000  # bytes, all shipped weights together
 

@@ -15,7 +15,8 @@ _LAZY = {
     "RecvosError": ("recvos.errors", "RecvosError"),
     "build_model": ("recvos.models.factory", "build_model"),
     "list_models": ("recvos.models.factory", "list_models"),
-    "load_checkpoint": ("recvos.models.factory", "load_checkpoint"),
+    "load_checkpoint": ("recvos.models.loading", "load_checkpoint"),
+    "save_model": ("recvos.models.loading", "save_model"),
     "load_model": ("recvos.inference.segmenter", "load_model"),
     "Segmenter": ("recvos.inference.segmenter", "Segmenter"),
     "open_frames": ("recvos.data.frames", "open_frames"),
@@ -32,7 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from recvos.errors import RecvosError  # noqa: F401
     from recvos.evaluation.protocols import evaluate_sequences  # noqa: F401
     from recvos.inference.segmenter import Segmenter, load_model  # noqa: F401
-    from recvos.models.factory import build_model, list_models, load_checkpoint  # noqa: F401
+    from recvos.models.factory import build_model, list_models  # noqa: F401
+    from recvos.models.loading import load_checkpoint, save_model  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -12,7 +12,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="List the registered models (with parameter counts for a backbone) and the backbones "
         "(whether their ImageNet weights are available on this machine; nothing is downloaded).",
     )
-    p.add_argument("--backbone", default=None, help="count parameters with this backbone (default: each model's)")
+    p.add_argument(
+        "--backbone", default=None, help="count parameters with this backbone (default: each model's)"
+    )
     p.set_defaults(func=run)
     return p
 
@@ -28,16 +30,32 @@ def run(args: argparse.Namespace) -> int:
 
     rows = [["model", "backbone", "params", "modes", "imagenet weights", "description"]]
     for m in list_models(backbone=args.backbone):
-        rows.append([m.name, m.backbone, f"{m.num_params / 1e6:.2f}M", ",".join(m.modes),
-                     "yes" if m.pretrained_available else "no", m.description])
+        rows.append(
+            [
+                m.name,
+                m.backbone,
+                f"{m.num_params / 1e6:.2f}M",
+                ",".join(m.modes),
+                "yes" if m.pretrained_available else "no",
+                m.description,
+            ]
+        )
     print(_table(rows))
     print()
     rows = [["backbone", "channels (f4,f8,f16,f32)", "imagenet weights", "file"]]
     for name in list_backbones():
         info = backbone_info(name)
-        rows.append([name, ",".join(map(str, info.channels)), "yes" if info.imagenet_available else "no",
-                     info.weights_path])
+        rows.append(
+            [
+                name,
+                ",".join(map(str, info.channels)),
+                "yes" if info.imagenet_available else "no",
+                info.weights_path,
+            ]
+        )
     print(_table(rows))
-    print("\nBuild with recvos.build_model(name, backbone=..., backbone_weights=None|'imagenet'|PATH); "
-          "torchvision weights are read from the torch hub cache only (never downloaded).")
+    print(
+        "\nBuild with recvos.build_model(name, backbone=..., backbone_weights=None|'imagenet'|PATH); "
+        "torchvision weights are read from the torch hub cache only (never downloaded)."
+    )
     return 0

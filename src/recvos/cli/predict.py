@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from recvos.cli.options import add_model_options
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -19,17 +21,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--root", required=True, help="dataset root folder")
     p.add_argument("--split", default=None, help="split (default: the dataset's validation split)")
     p.add_argument("-o", "--output", required=True, metavar="RESULTS", help="results folder")
-    p.add_argument("--model", default=None, help="checkpoint path or model name (default: the shipped weights)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice, the cores)")
-    p.add_argument("--max-size", type=int, default=240, help="processing size, shorter side in pixels (default: 240)")
+    add_model_options(p)
     p.add_argument("--zero-shot", action="store_true", help="unsupervised: no masks, discover objects")
     p.add_argument("--online-steps", type=int, default=0, help="online-learning steps per sequence")
-    p.add_argument("--shard", default=None, metavar="i/n", help="run the i-th (0-based) of n interleaved shards")
+    p.add_argument(
+        "--shard", default=None, metavar="i/n", help="run the i-th (0-based) of n interleaved shards"
+    )
     p.add_argument("--sequences", nargs="+", default=None, metavar="SEQ", help="only these sequences")
     p.add_argument("--format", default="davis", choices=["davis", "youtube-vos-zip"], dest="fmt")
-    p.add_argument("--zip-only", action="store_true",
-                   help="only zip RESULTS/Annotations into RESULTS/submission.zip (after sharded runs)")
+    p.add_argument(
+        "--zip-only",
+        action="store_true",
+        help="only zip RESULTS/Annotations into RESULTS/submission.zip (after sharded runs)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing results of these sequences")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -55,15 +59,24 @@ def run(args: argparse.Namespace) -> int:
     if args.sequences:
         unknown = sorted(set(args.sequences) - set(names))
         if unknown:
-            raise RecvosError(f"{args.root}: no sequence(s) {', '.join(unknown)} in the {args.split or 'default'} split")
+            raise RecvosError(
+                f"{args.root}: no sequence(s) {', '.join(unknown)} in the {args.split or 'default'} split"
+            )
         names = list(args.sequences)
     names = shard_names(names, index, count)
     kind = "zero-shot" if args.zero_shot else "one-shot"
     seg = load_model(args.model, args.device, kind=kind, threads=args.threads, max_size=args.max_size)
     with tqdm(total=len(names), unit="seq", desc="predict", disable=args.no_progress) as bar:
         report = predict_dataset(
-            seg, dataset, args.output, names=names, fmt=args.fmt, zero_shot=args.zero_shot,
-            online_steps=args.online_steps, overwrite=args.overwrite, progress=bar,
+            seg,
+            dataset,
+            args.output,
+            names=names,
+            fmt=args.fmt,
+            zero_shot=args.zero_shot,
+            online_steps=args.online_steps,
+            overwrite=args.overwrite,
+            progress=bar,
         )
     print(
         f"predicted {report.sequences} sequences, {report.frames} frames in {report.seconds:.1f} s "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from recvos.cli.options import add_model_options
+
 log = logging.getLogger(__name__)
 
 
@@ -17,15 +19,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("input", help="video file or folder of frames")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--mask", help="object-id PNG of the first frame")
-    g.add_argument("--masks", metavar="DIR", help="folder of object-id PNGs named after their frames (objects may appear later)")
+    g.add_argument(
+        "--masks",
+        metavar="DIR",
+        help="folder of object-id PNGs named after their frames (objects may appear later)",
+    )
     g.add_argument("--zero-shot", action="store_true", help="discover objects without masks")
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder for the mask PNGs")
-    p.add_argument("--overlay", metavar="OUT.mp4", help="also write an H.264 video with the masks drawn over the frames")
-    p.add_argument("--model", default=None, help="checkpoint path or model name (default: the shipped weights)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice, the cores)")
-    p.add_argument("--max-size", type=int, default=240, help="processing size, shorter side in pixels (default: 240)")
-    p.add_argument("--online-steps", type=int, default=0, help="online-learning steps on the annotated frame(s)")
+    p.add_argument(
+        "--overlay", metavar="OUT.mp4", help="also write an H.264 video with the masks drawn over the frames"
+    )
+    add_model_options(p)
+    p.add_argument(
+        "--online-steps", type=int, default=0, help="online-learning steps on the annotated frame(s)"
+    )
     p.add_argument("--objectness-threshold", type=float, default=0.5, help="zero-shot: minimum objectness")
     p.add_argument("--overwrite", action="store_true", help="write into an existing non-empty output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -41,17 +48,31 @@ def run(args: argparse.Namespace) -> int:
 
     kind = "zero-shot" if args.zero_shot else "one-shot"
     seg = load_model(
-        args.model, args.device, kind=kind, threads=args.threads, max_size=args.max_size,
+        args.model,
+        args.device,
+        kind=kind,
+        threads=args.threads,
+        max_size=args.max_size,
         objectness_threshold=args.objectness_threshold,
     )
     with open_frames(args.input) as source:
         bar = tqdm(total=source.num_frames, unit="frame", desc="segment", disable=args.no_progress)
         with bar:
             report = segment_to_folder(
-                seg, source, args.output, mask=args.mask, masks_dir=args.masks, overlay=args.overlay,
-                zero_shot=args.zero_shot, online_steps=args.online_steps, overwrite=args.overwrite, progress=bar,
+                seg,
+                source,
+                args.output,
+                mask=args.mask,
+                masks_dir=args.masks,
+                overlay=args.overlay,
+                zero_shot=args.zero_shot,
+                online_steps=args.online_steps,
+                overwrite=args.overwrite,
+                progress=bar,
             )
     if report.finetune_seconds:
         print(f"online learning: {report.finetune_seconds:.1f} s ({args.online_steps} steps)")
-    print(f"segmented {report.frames} frames in {report.seconds:.1f} s ({report.fps:.2f} frames/s) -> {args.output}")
+    print(
+        f"segmented {report.frames} frames in {report.seconds:.1f} s ({report.fps:.2f} frames/s) -> {args.output}"
+    )
     return 0

@@ -18,8 +18,12 @@ def add_parser(subparsers) -> None:
         "(dotted keys, YAML values, e.g. train.steps=100 optim.lr=1e-4 model.options.backbone=resnet18).",
     )
     p.add_argument("--config", help="YAML preset (configs/*.yaml)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint")
-    p.add_argument("--out", metavar="RUN_DIR", help="run directory (checkpoints, logs.jsonl, config.yaml, tb/)")
+    p.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint"
+    )
+    p.add_argument(
+        "--out", metavar="RUN_DIR", help="run directory (checkpoints, logs.jsonl, config.yaml, tb/)"
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=run)
 
@@ -33,12 +37,16 @@ def run(args: argparse.Namespace) -> int:
             raise RecvosError("--resume RUN_DIR continues in RUN_DIR; drop --out (or give the same folder)")
         cfg = resume_config(args.resume)
         if args.config:
-            raise RecvosError("--resume uses the run's saved config.yaml; pass changes as key=value overrides, not --config")
+            raise RecvosError(
+                "--resume uses the run's saved config.yaml; pass changes as key=value overrides, not --config"
+            )
         cfg = apply_overrides(cfg, args.overrides)
         cfg.out = args.resume
     else:
         if not args.config and not args.overrides:
-            raise RecvosError("give --config configs/<preset>.yaml (e.g. configs/smoke_synthetic.yaml) or key=value settings")
+            raise RecvosError(
+                "give --config configs/<preset>.yaml (e.g. configs/smoke_synthetic.yaml) or key=value settings"
+            )
         cfg = load_config(args.config, args.overrides)
         if args.out:
             cfg.out = args.out

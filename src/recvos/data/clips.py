@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from recvos.data.composite import paste_objects
-from recvos.data.masks import object_ids, present_ids, resize_ids
+from recvos.data.masks import first_appearance, object_ids, present_ids, resize_ids
 from recvos.data.synthetic import synthetic_clip
 from recvos.data.transforms import ClipTransform
 from recvos.errors import RecvosError
@@ -39,6 +39,34 @@ log = logging.getLogger(__name__)
 
 #: draws of a clip before giving up on finding one with a visible object
 MAX_ATTEMPTS = 12
+
+
+@dataclass
+class SourceMix:
+    """Relative frequencies of the clip sources (normalised; a source with no data must have 0)."""
+
+    real: float = 1.0
+    composite: float = 0.0
+    synthetic: float = 0.0
+
+
+@dataclass
+class SyntheticOptions:
+    #: number of distinct synthetic videos (seeds 0..pool-1, offset by the dataset seed)
+    pool: int = 64
+    num_frames: int = 16
+    size: list[int] = field(default_factory=lambda: [96, 128])
+    num_objects: int = 2
+
+
+@dataclass
+class CompositeOptions:
+    #: objects pasted onto a base video (uniform in [min_pasted, max_pasted])
+    min_pasted: int = 1
+    max_pasted: int = 2
+    #: size of a pasted object relative to its donor video, and the max offset as a fraction of the frame
+    scale: list[float] = field(default_factory=lambda: [0.4, 0.9])
+    max_offset: float = 0.35
 
 
 class ClipKey(NamedTuple):
@@ -88,6 +116,15 @@ class ArrayVideo:
     @property
     def object_ids(self) -> list[int]:
         return present_ids(self.masks)
+
+    @property
+    def first_frame(self) -> dict[int, int]:
+        """Each object id -> the index of the first frame where it is visible."""
+        return first_appearance(self.masks)
+
+    @property
+    def mask_size(self) -> tuple[int, int]:
+        return (int(self.masks.shape[1]), int(self.masks.shape[2]))
 
 
 def _num_frames(video: Video) -> int:
@@ -188,9 +225,9 @@ class ClipDataset(Dataset):
         max_objects: int = 1,
         frames: str = "all",
         transform: ClipTransform | None = None,
-        mix: dict[str, float] | None = None,
-        synthetic: dict[str, Any] | None = None,
-        composite: dict[str, Any] | None = None,
+        mix: SourceMix | None = None,
+        synthetic: SyntheticOptions | None = None,
+        composite: CompositeOptions | None = None,
         length: int = 2000,
         seed: int = 0,
         source_name: str = "dataset",
@@ -204,27 +241,15 @@ class ClipDataset(Dataset):
         self.transform = transform or ClipTransform(self.size, enabled=False)
         self.length = length
         self.seed = seed
-        self.synthetic_opts = {
-            "pool": 64,
-            "num_frames": 16,
-            "size": (96, 128),
-            "num_objects": 2,
-            **(synthetic or {}),
-        }
-        self.composite_opts = {
-            "min_pasted": 1,
-            "max_pasted": 2,
-            "scale": (0.4, 0.9),
-            "max_offset": 0.35,
-            **(composite or {}),
-        }
-        mix = {"real": 1.0, "composite": 0.0, "synthetic": 0.0, **(mix or {})}
+        self.synthetic_opts = synthetic or SyntheticOptions()
+        self.composite_opts = composite or CompositeOptions()
+        mix = mix or SourceMix()
         self.videos = list(videos) if videos is not None else []
         if self.videos and self.num_frames_max < 1:
             raise RecvosError("data.num_frames must be >= 1")
         self._synthetic_cache: dict[int, ArrayVideo] = {}
         self._cands: dict[tuple[int, str], list[int]] = {}
-        if mix["real"] > 0 or mix["composite"] > 0:
+        if mix.real > 0 or mix.composite > 0:
             if not self.videos:
                 raise RecvosError(
                     f"{source_name}: no training videos, but data.mix.real/composite > 0; set data.kind and data.root, "
@@ -233,15 +258,16 @@ class ClipDataset(Dataset):
             self.usable = self._usable_videos(source_name)
         else:
             self.usable = []
-        if mix["synthetic"] > 0 and int(self.synthetic_opts["num_frames"]) < self.num_frames_max:
+        if mix.synthetic > 0 and self.synthetic_opts.num_frames < self.num_frames_max:
             raise RecvosError(
-                f"data.synthetic.num_frames={self.synthetic_opts['num_frames']} is shorter than the clip length "
+                f"data.synthetic.num_frames={self.synthetic_opts.num_frames} is shorter than the clip length "
                 f"{self.num_frames_max}; raise data.synthetic.num_frames or lower data.num_frames"
             )
-        names = [k for k in ("real", "composite", "synthetic") if mix[k] > 0]
-        total = sum(mix[k] for k in names)
+        weights = {k: float(getattr(mix, k)) for k in ("real", "composite", "synthetic")}
+        names = [k for k, w in weights.items() if w > 0]
+        total = sum(weights[k] for k in names)
         self.sources = names
-        self.source_p = np.array([mix[k] / total for k in names])
+        self.source_p = np.array([weights[k] / total for k in names])
 
     # -- sources -----------------------------------------------------------------------------------------
     def _usable_videos(self, source_name: str) -> list[int]:
@@ -285,9 +311,9 @@ class ClipDataset(Dataset):
             seed = int(np.random.SeedSequence([self.seed, 7919, k]).generate_state(1)[0])
             clip = synthetic_clip(
                 seed,
-                num_frames=int(o["num_frames"]),
-                size=tuple(o["size"]),
-                num_objects=int(o["num_objects"]),
+                num_frames=int(o.num_frames),
+                size=tuple(o.size),
+                num_objects=int(o.num_objects),
             )
             self._synthetic_cache[k] = ArrayVideo(
                 f"synthetic{k:04d}", np.asarray(clip.frames), np.asarray(clip.masks)
@@ -325,7 +351,7 @@ class ClipDataset(Dataset):
         )
 
     def _pick_synthetic(self, rng: np.random.Generator, T: int) -> tuple[ArrayVideo, np.ndarray]:
-        v = self.synthetic_video(int(rng.integers(int(self.synthetic_opts["pool"]))))
+        v = self.synthetic_video(int(rng.integers(int(self.synthetic_opts.pool))))
         idx = sample_window(_num_frames(v), v.annotated_indices, T, self.max_stride, "all", rng)
         assert idx is not None  # checked in __init__
         return v, idx
@@ -345,7 +371,7 @@ class ClipDataset(Dataset):
             name = f"{source}:{v.name}@{int(idx[0])}"
             if source == "composite":
                 o = self.composite_opts
-                n = int(rng.integers(int(o["min_pasted"]), int(o["max_pasted"]) + 1))
+                n = int(rng.integers(int(o.min_pasted), int(o.max_pasted) + 1))
                 donors = []
                 for _ in range(n):
                     dv, didx, _ = self._pick_video(rng, T, key.frames, exclude=vi)
@@ -357,8 +383,8 @@ class ClipDataset(Dataset):
                     annotated,
                     donors,
                     rng,
-                    scale=tuple(o["scale"]),
-                    max_offset=float(o["max_offset"]),
+                    scale=tuple(o.scale),
+                    max_offset=float(o.max_offset),
                 )
         # objects visible somewhere in the clip's annotated frames; keep a random subset of at most O
         visible = object_ids(ids[annotated])

@@ -11,15 +11,16 @@ from typing import Any
 _LAZY = {
     "Segmenter": "recvos.inference.segmenter",
     "InferenceState": "recvos.inference.segmenter",
-    "FinetuneResult": "recvos.inference.segmenter",
+    "PromptFeed": "recvos.inference.segmenter",
     "load_model": "recvos.inference.segmenter",
-    "processing_size": "recvos.inference.segmenter",
+    "processing_size": "recvos.inference.inputs",
+    "FinetuneResult": "recvos.inference.online",
     "finetune": "recvos.inference.online",
     "blend": "recvos.inference.overlay",
     "OverlayWriter": "recvos.inference.overlay",
-    "default_checkpoint_path": "recvos.inference.default",
     "segment_to_folder": "recvos.inference.pipelines",
     "predict_dataset": "recvos.inference.pipelines",
+    "open_sequence": "recvos.inference.pipelines",
     "shard_names": "recvos.inference.pipelines",
 }
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,8 +24,20 @@ from recvos.errors import RecvosError
 from recvos.losses import bce_loss, soft_iou_loss
 from recvos.models.backbones import Backbone
 from recvos.models.base import RecurrentVOS
+from recvos.models.feed import ClipFeed
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneResult:
+    """What online learning did: seconds, steps, IoU on held-out warps before/after, kept or not."""
+
+    seconds: float
+    steps: int
+    iou_before: float
+    iou_after: float
+    kept: bool
 
 
 def pair_transform(size: tuple[int, int]) -> ClipTransform:
@@ -68,9 +81,14 @@ def trainable_parameters(model: RecurrentVOS, train_backbone: bool = False) -> l
     return [p for p in model.parameters() if id(p) not in frozen]
 
 
-def _pair_loss(model: RecurrentVOS, frames: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    out = model.forward_clip(frames, masks[:, 0], teacher_masks=masks, include_first=True)
-    return (bce_loss(out.logits, masks) + soft_iou_loss(torch.sigmoid(out.logits), masks)).mean()
+def pair_logits(model: RecurrentVOS, frames: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """A (previous, current) pair through the model's loop with teacher forcing -> logits [1, 2, K, h, w]."""
+    return model.unroll_clip(frames, ClipFeed(masks, teacher=True)).logits
+
+
+def pair_loss(model: RecurrentVOS, frames: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    logits = pair_logits(model, frames, masks)
+    return (bce_loss(logits, masks) + soft_iou_loss(torch.sigmoid(logits), masks)).mean()
 
 
 @torch.no_grad()
@@ -78,8 +96,7 @@ def pair_iou(model: RecurrentVOS, pairs: Sequence[tuple[torch.Tensor, torch.Tens
     """Mean IoU of the current-frame prediction (probability > 0.5) over objects and pairs."""
     scores = []
     for frames, masks in pairs:
-        out = model.forward_clip(frames, masks[:, 0], teacher_masks=masks, include_first=True)
-        pred = out.logits[:, 1] > 0
+        pred = pair_logits(model, frames, masks)[:, 1] > 0
         gt = masks[:, 1] > 0.5
         inter = (pred & gt).flatten(2).sum(-1).float()
         union = (pred | gt).flatten(2).sum(-1).float()
@@ -105,8 +122,6 @@ def finetune(
     The fine-tuned weights are kept only if the IoU on ``val_pairs`` held-out warps is at least the original
     IoU minus ``tolerance``; otherwise the original weights are put back.
     """
-    from recvos.inference.segmenter import FinetuneResult
-
     if steps < 0:
         raise RecvosError(f"online learning steps must be >= 0, got {steps}")
     samples = [(f, i) for f, i in samples if i.max() > 0]
@@ -142,7 +157,7 @@ def finetune(
         with torch.enable_grad():
             for step in range(steps):
                 frames, masks = draw(rng, step)
-                loss = _pair_loss(model, frames, masks)
+                loss = pair_loss(model, frames, masks)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -150,7 +165,9 @@ def finetune(
         kept = iou_after >= iou_before - tolerance
         if not kept:
             model.load_state_dict(backup)
-            log.info("online learning made held-out IoU worse (%.3f -> %.3f): reverted", iou_before, iou_after)
+            log.info(
+                "online learning made held-out IoU worse (%.3f -> %.3f): reverted", iou_before, iou_after
+            )
     except BaseException:
         model.load_state_dict(backup)
         raise

@@ -15,7 +15,7 @@ import av
 import cv2
 import numpy as np
 
-from recvos.data.masks import DAVIS_PALETTE
+from recvos.data.masks import DAVIS_PALETTE, resize_ids
 from recvos.errors import RecvosError
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def blend(frame: np.ndarray, ids: np.ndarray, alpha: float = 0.5, draw_ids: bool
     """
     H, W = frame.shape[:2]
     if ids.shape != (H, W):
-        ids = cv2.resize(ids.astype(np.int32), (W, H), interpolation=cv2.INTER_NEAREST)
+        ids = resize_ids(ids, (H, W))
     colours = DAVIS_PALETTE[np.asarray(ids) % 256].astype(np.float32)
     fg = (ids > 0)[..., None]
     out = np.where(fg, frame.astype(np.float32) * (1 - alpha) + colours * alpha, frame.astype(np.float32))
@@ -66,10 +66,14 @@ class OverlayWriter:
     the writer is closed, also after an error mid-video (then it holds the frames written so far).
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float | None = None, alpha: float = 0.5, crf: int = 20) -> None:
+    def __init__(
+        self, path: str | os.PathLike, fps: float | None = None, alpha: float = 0.5, crf: int = 20
+    ) -> None:
         self.path = Path(path)
         if self.path.suffix.lower() not in (".mp4", ".mov", ".mkv"):
-            raise RecvosError(f"{self.path}: overlay videos are written as .mp4, .mov or .mkv; change the name")
+            raise RecvosError(
+                f"{self.path}: overlay videos are written as .mp4, .mov or .mkv; change the name"
+            )
         if not self.path.parent.is_dir():
             raise RecvosError(f"{self.path}: folder {self.path.parent} does not exist; create it first")
         self.fps = Fraction(fps if fps and fps > 0 else 25).limit_denominator(1001)

@@ -18,6 +18,7 @@ import numpy as np
 
 from recvos.data.masks import write_mask
 from recvos.errors import RecvosError
+from recvos.fileio import atomic_write
 from recvos.inference.overlay import OverlayWriter
 from recvos.inference.segmenter import InferenceState, Segmenter
 
@@ -49,7 +50,9 @@ def check_output_dir(path: Path, overwrite: bool) -> None:
     if path.exists() and not path.is_dir():
         raise RecvosError(f"{path}: exists and is not a folder; choose another output path")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise RecvosError(f"{path}: output folder exists and is not empty; pass --overwrite or choose another folder")
+        raise RecvosError(
+            f"{path}: output folder exists and is not empty; pass --overwrite or choose another folder"
+        )
     path.mkdir(parents=True, exist_ok=True)
 
 
@@ -68,7 +71,9 @@ def masks_from_dir(state: InferenceState, folder: Path) -> dict[int, Path]:
         elif re.fullmatch(r"\d+", p.stem):
             out[int(p.stem)] = p
         else:
-            raise RecvosError(f"{p}: mask name matches no frame; name masks after their frame (e.g. 00000.png)")
+            raise RecvosError(
+                f"{p}: mask name matches no frame; name masks after their frame (e.g. 00000.png)"
+            )
     return out
 
 
@@ -126,7 +131,7 @@ def segment_to_folder(
 
 # ---------------------------------------------------------------------------------------------- datasets
 def parse_shard(spec: str | None) -> tuple[int, int]:
-    """"i/n" (0 <= i < n) -> (i, n); None -> (0, 1)."""
+    """ "i/n" (0 <= i < n) -> (i, n); None -> (0, 1)."""
     if spec is None:
         return 0, 1
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", spec)
@@ -140,34 +145,56 @@ def shard_names(names: Sequence[str], index: int, count: int) -> list[str]:
     return sorted(names)[index::count]
 
 
-class _SequenceFrames:
-    """A re-iterable, sized view of a dataset sequence's frames, loaded one at a time."""
+class SequenceFrames:
+    """A re-iterable, sized view of the first ``limit`` frames of a dataset sequence, loaded one at a time."""
 
-    def __init__(self, seq: Any) -> None:
+    def __init__(self, seq: Any, limit: int | None = None) -> None:
         self.seq = seq
+        self.n = len(seq.frame_paths) if limit is None else min(limit, len(seq.frame_paths))
 
     def __len__(self) -> int:
-        return len(self.seq.frame_paths)
+        return self.n
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        for i in range(len(self)):
+        for i in range(self.n):
             yield self.seq.load_frame(i)
 
 
-def prompt_sequence(seg: Segmenter, state: InferenceState, seq: Any) -> None:
-    """Add each object of a dataset sequence at its first annotated frame (later ground truth is unused)."""
+def prompt_sequence(seg: Segmenter, state: InferenceState, seq: Any, limit: int | None = None) -> None:
+    """Add each object of a dataset sequence at its first annotated frame (the semi-supervised protocol;
+    later ground truth is unused). Objects first annotated at or after ``limit`` are left out."""
     by_frame: dict[int, list[int]] = {}
     for obj, t in seq.first_frame.items():
-        by_frame.setdefault(int(t), []).append(int(obj))
+        if limit is None or t < limit:
+            by_frame.setdefault(int(t), []).append(int(obj))
     for t, objs in sorted(by_frame.items()):
         ids = seq.load_mask(t)
         if ids is None:
             raise RecvosError(f"{seq.name}: frame {t} is listed as annotated but has no mask file")
         masks = {o: ids == o for o in objs if (ids == o).any()}
         if len(masks) < len(objs):
-            log.warning("%s: objects %s are empty on their first frame %d; skipped", seq.name, sorted(set(objs) - set(masks)), t)
+            log.warning(
+                "%s: objects %s are empty on their first frame %d; skipped",
+                seq.name,
+                sorted(set(objs) - set(masks)),
+                t,
+            )
         if masks:
             seg.add_mask(state, t, masks)
+
+
+def open_sequence(
+    seg: Segmenter, seq: Any, *, zero_shot: bool = False, online_steps: int = 0, limit: int | None = None
+) -> InferenceState:
+    """A dataset sequence (its first ``limit`` frames) made ready to propagate as a user would: objects
+    prompted at their first annotated frame (none for ``zero_shot``), online learning run if asked, masks
+    returned at the annotation size."""
+    state = seg.init_state(SequenceFrames(seq, limit), output_size=tuple(seq.mask_size))
+    if not zero_shot:
+        prompt_sequence(seg, state, seq, limit)
+        if online_steps > 0:
+            seg.finetune(state, steps=online_steps)
+    return state
 
 
 def evaluated_frames(dataset: Any, seq: Any) -> set[str] | None:
@@ -217,14 +244,11 @@ def predict_dataset(
     t0 = time.perf_counter()
     for name in names:
         seq = dataset[name]
-        state = seg.init_state(_SequenceFrames(seq), output_size=tuple(seq.mask_size))
-        if not zero_shot:
-            prompt_sequence(seg, state, seq)
-            if online_steps > 0:
-                ft += seg.finetune(state, steps=online_steps)
         seq_dir = base / seq.name
         seq_dir.mkdir(parents=True, exist_ok=True)
         wanted = evaluated_frames(dataset, seq) if fmt == "youtube-vos-zip" else None
+        state = open_sequence(seg, seq, zero_shot=zero_shot, online_steps=online_steps)
+        ft += state.finetune_result.seconds if state.finetune_result is not None else 0.0
         for idx, _, ids in seg.propagate(state, zero_shot=zero_shot):
             stem = Path(seq.frame_paths[idx]).stem
             if wanted is None or stem in wanted:
@@ -240,10 +264,8 @@ def predict_dataset(
 
 def zip_folder(folder: Path, zip_path: Path) -> Path:
     """Zip ``folder`` (its name as the top-level entry, e.g. ``Annotations/<seq>/<frame>.png``) atomically."""
-    tmp = zip_path.with_name(f".{zip_path.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+    with atomic_write(zip_path) as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
         for p in sorted(folder.rglob("*.png")):
             zf.write(p, Path(folder.name) / p.relative_to(folder))
-    os.replace(tmp, zip_path)
     log.info("wrote %s", zip_path)
     return zip_path

@@ -16,6 +16,8 @@ objectness and area pass thresholds, with id = slot number (stable over time).
 
 Frames are processed at ``max_size`` (the shorter side, default 240: about 240x427 for 480p input, never
 upscaled) and the logits are upsampled bilinearly to the output size (the frames', or ``output_size``).
+The frame loop is the model's :meth:`~recvos.models.base.RecurrentVOS.unroll`, driven by a
+:class:`PromptFeed`; training validation and ``recvos predict`` run through this class too.
 """
 
 from __future__ import annotations
@@ -25,106 +27,35 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from recvos.data.frames import FrameSource, open_frames
+from recvos.data.masks import onehot_to_ids
+from recvos.devices import resolve_device
 from recvos.errors import RecvosError
-from recvos.models.base import RecurrentState, RecurrentVOS
+from recvos.inference.inputs import (
+    MaskInput,
+    check_frame,
+    frame_to_tensor,
+    processing_size,
+    prompt_masks,
+    resize_binary,
+)
+from recvos.inference.online import FinetuneResult, finetune
+from recvos.models.base import RecurrentVOS
+from recvos.models.feed import ObjectChange
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Segmenter", "InferenceState", "PromptFeed", "load_model"]
+
 FrameInput = str | os.PathLike | FrameSource | Iterable[np.ndarray]
-MaskInput = np.ndarray | Mapping[int, np.ndarray] | str | os.PathLike
-
-
-# ----------------------------------------------------------------------------------------------- helpers
-def processing_size(frame_size: tuple[int, int], max_size: int | None) -> tuple[int, int]:
-    """(h, w) with the shorter side at most ``max_size``, aspect kept, never upscaled."""
-    H, W = frame_size
-    if not max_size or min(H, W) <= max_size:
-        return H, W
-    s = max_size / min(H, W)
-    return max(1, round(H * s)), max(1, round(W * s))
-
-
-def resize_ids(ids: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of an id map int [H, W] to ``size`` (h, w) -> int32 [h, w]."""
-    if ids.shape == tuple(size):
-        return ids.astype(np.int32, copy=False)
-    h, w = size
-    if ids.min(initial=0) >= 0 and ids.max(initial=0) < 65536:
-        return cv2.resize(ids.astype(np.uint16), (w, h), interpolation=cv2.INTER_NEAREST).astype(np.int32)
-    ys = np.minimum((np.arange(h) + 0.5) * ids.shape[0] / h, ids.shape[0] - 1).astype(int)
-    xs = np.minimum((np.arange(w) + 0.5) * ids.shape[1] / w, ids.shape[1] - 1).astype(int)
-    return ids[ys[:, None], xs[None, :]].astype(np.int32)
-
-
-def resize_binary(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """bool [H, W] -> bool ``size``: area average >= 0.5 when shrinking (nearest when that empties it)."""
-    if mask.shape == tuple(size):
-        return mask.astype(bool, copy=False)
-    h, w = size
-    if h <= mask.shape[0] and w <= mask.shape[1]:
-        out = cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) >= 0.5
-        if out.any() or not mask.any():
-            return out
-    return cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
-
-
-def _aspect_close(a: tuple[int, int], b: tuple[int, int], tol: float = 0.02) -> bool:
-    ra, rb = a[1] / a[0], b[1] / b[0]
-    return abs(ra - rb) <= tol * rb
-
-
-# --- generic per-object operations on a model's recurrent state (see Segmenter._object_axes) ---
-def _probe_axis(a: Any, b: Any, where: str) -> Any:
-    """Object axis of each tensor, from states built with 1 (``a``) and 2 (``b``) objects; None = shared."""
-    if isinstance(a, torch.Tensor):
-        diff = [i for i, (x, y) in enumerate(zip(a.shape, b.shape, strict=True)) if x != y]
-        if not diff:
-            return None
-        if len(diff) == 1 and b.shape[diff[0]] == 2 * a.shape[diff[0]]:
-            return diff[0]
-        raise RuntimeError(f"cannot find the object axis of state field {where}: {tuple(a.shape)} vs {tuple(b.shape)}")
-    if isinstance(a, (list, tuple)):
-        return type(a)(_probe_axis(x, y, f"{where}[{i}]") for i, (x, y) in enumerate(zip(a, b, strict=True)))
-    return None
-
-
-def _cat_tree(a: Any, b: Any, axes: Any) -> Any:
-    if isinstance(a, torch.Tensor):
-        return a if axes is None else torch.cat([a, b.to(a.dtype)], dim=axes)
-    if isinstance(a, (list, tuple)):
-        return type(a)(_cat_tree(x, y, ax) for x, y, ax in zip(a, b, axes, strict=True))
-    return a
-
-
-def _select_tree(a: Any, index: torch.Tensor, axes: Any) -> Any:
-    if isinstance(a, torch.Tensor):
-        return a if axes is None else a.index_select(axes, index.to(a.device))
-    if isinstance(a, (list, tuple)):
-        return type(a)(_select_tree(x, index, ax) for x, ax in zip(a, axes, strict=True))
-    return a
-
-
-# ------------------------------------------------------------------------------------------------ state
-@dataclass
-class FinetuneResult:
-    """What :meth:`Segmenter.finetune` did: seconds, steps, IoU on held-out warps before/after, kept or not."""
-
-    seconds: float
-    steps: int
-    iou_before: float
-    iou_after: float
-    kept: bool
 
 
 @dataclass
@@ -147,10 +78,11 @@ class InferenceState:
     running: bool = False
     current_frame: np.ndarray | None = None
     finetune_result: FinetuneResult | None = None
-    _names: list[str] | None = None
-    _peeked: np.ndarray | None = None
-    _iterator: Iterator[np.ndarray] | None = None
-    _owned: bool = False
+    frame_names: list[str] | None = None
+    #: a one-shot iterator source: its first frame (read to size the video) and the rest
+    peeked: np.ndarray | None = None
+    iterator: Iterator[np.ndarray] | None = None
+    owned: bool = False
 
     @property
     def object_ids(self) -> list[int]:
@@ -163,17 +95,84 @@ class InferenceState:
 
     def frame_name(self, idx: int) -> str:
         """File stem of frame ``idx`` (folder sources) or ``f"{idx:05d}"``."""
-        if self._names is not None and idx < len(self._names):
-            return self._names[idx]
+        if self.frame_names is not None and idx < len(self.frame_names):
+            return self.frame_names[idx]
         return f"{idx:05d}"
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """A fresh iterator over the video's frames (a one-shot iterator source can be read once)."""
+        if self.iterator is None:
+            return iter(self.source)
+        if self.peeked is None:
+            raise RecvosError(
+                "the frames were given as an iterator and were consumed by an earlier propagate; "
+                "pass a path, FrameSource or list to propagate twice"
+            )
+        first, self.peeked = self.peeked, None
+        return itertools.chain([first], self.iterator)
 
     def close(self) -> None:
         """Close the frame source if init_state opened it."""
-        if self._owned and hasattr(self.source, "close"):
+        if self.owned and isinstance(self.source, FrameSource):
             self.source.close()
 
 
-# -------------------------------------------------------------------------------------------- segmenter
+class PromptFeed:
+    """The segmenter's :class:`~recvos.models.feed.Feed`: objects enter on the frame where they are first
+    prompted (appended as new slots), removed objects leave before the next frame, and a prompt's masks
+    replace the model's output on their frame (also as the next frame's previous masks). Reads the
+    prompts lazily, so masks added during propagation for frames not reached yet are honoured."""
+
+    def __init__(self, state: InferenceState, zero_shot: bool, device: torch.device) -> None:
+        self.state = state
+        self.zero_shot = zero_shot
+        self.device = device
+        self.slots: list[int] = []  # user object id of each one-shot slot
+
+    def _given(self, t: int, size: tuple[int, int]) -> dict[int, torch.Tensor]:
+        """{slot: bool [h, w]} of the objects prompted on frame t, at ``size``."""
+        prompt = self.state.prompts.get(t, {})
+        return {
+            self.slots.index(o): torch.from_numpy(resize_binary(m, size)).to(self.device)
+            for o, m in prompt.items()
+            if o in self.slots
+        }
+
+    def objects(self, t: int) -> ObjectChange | None:
+        if self.zero_shot:
+            return None
+        keep = None
+        if self.state.removed & set(self.slots):
+            keep = [i for i, o in enumerate(self.slots) if o not in self.state.removed]
+            self.slots = [self.slots[i] for i in keep]
+        prompt = self.state.prompts.get(t, {})
+        new = [o for o in sorted(prompt) if o not in self.slots]
+        masks = None
+        if new:
+            size = self.state.proc_size
+            masks = torch.from_numpy(np.stack([resize_binary(prompt[o], size) for o in new])).to(self.device)
+            masks = masks.float()[None]
+            self.slots = self.slots + new
+        return None if keep is None and masks is None else ObjectChange(keep=keep, masks=masks)
+
+    def feedback(self, t: int, logits: torch.Tensor) -> torch.Tensor:
+        probs = torch.sigmoid(logits)
+        given = self._given(t, tuple(logits.shape[-2:])) if not self.zero_shot else {}
+        return override(probs[0], given)[None] if given else probs
+
+
+def override(probs: torch.Tensor, given: dict[int, torch.Tensor]) -> torch.Tensor:
+    """probs [O, h, w]; given {slot: bool [h, w]} -> the given slots set to their masks, others cleared there."""
+    probs = probs.clone()
+    union = torch.zeros_like(probs[0], dtype=torch.bool)
+    for m in given.values():
+        union |= m
+    probs[:, union] = 0
+    for i, m in given.items():
+        probs[i] = m.to(probs.dtype)
+    return probs
+
+
 class Segmenter:
     """Streams a :class:`~recvos.models.base.RecurrentVOS` model over videos (see the module docstring).
 
@@ -204,20 +203,14 @@ class Segmenter:
         self.min_area = min_area
         self._pristine: dict[str, torch.Tensor] | None = None  # weights before online fine-tuning
         self._finetuned_for: int | None = None  # id() of the state the fine-tuning belongs to
-        self._axes: dict[str, Any] | None = None
 
     def _runner(self) -> RecurrentVOS:
         """The model used for propagation: ``self.model`` or its optimised copy."""
-        if not self.optimize or not hasattr(self.model, "optimize_for_inference"):
+        if not self.optimize:
             return self.model
         if self._fast is None:
             self._fast = copy.deepcopy(self.model).eval().optimize_for_inference()
         return self._fast
-
-    def refresh(self) -> None:
-        """Call after changing ``self.model``'s weights by hand: the optimised copy is rebuilt on next use."""
-        self._fast = None
-        self._axes = None
 
     # ---------------------------------------------------------------------------------------- set-up
     def init_state(
@@ -236,9 +229,7 @@ class Segmenter:
         """
         self.restore_weights()
         owned = False
-        names = None
-        peeked = None
-        iterator = None
+        names = peeked = iterator = None
         if isinstance(source, (str, os.PathLike)):
             source = open_frames(source)
             owned = True
@@ -256,7 +247,7 @@ class Segmenter:
                 first = peeked = next(iterator, None)
             if first is None:
                 raise RecvosError("init_state: the frame iterable is empty; give at least one frame")
-            frame_size = self._check_frame(first, 0).shape[:2]
+            frame_size = check_frame(first, 0).shape[:2]
         frame_size = (int(frame_size[0]), int(frame_size[1]))
         proc = processing_size(frame_size, self.max_size if max_size is None else max_size)
         out = tuple(int(x) for x in output_size) if output_size is not None else frame_size
@@ -267,26 +258,11 @@ class Segmenter:
             proc_size=proc,
             num_frames=num_frames,
             fps=fps,
-            _names=names,
-            _peeked=peeked,
-            _iterator=iterator,
-            _owned=owned,
+            frame_names=names,
+            peeked=peeked,
+            iterator=iterator,
+            owned=owned,
         )
-
-    @staticmethod
-    def _check_frame(frame: Any, idx: int, size: tuple[int, int] | None = None) -> np.ndarray:
-        frame = np.asarray(frame)
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise RecvosError(
-                f"frame {idx}: expected uint8 RGB [H, W, 3], got {frame.dtype} {tuple(frame.shape)}; "
-                "convert frames with np.asarray(image.convert('RGB'))"
-            )
-        if size is not None and frame.shape[:2] != tuple(size):
-            raise RecvosError(
-                f"frame {idx} is {frame.shape[1]}x{frame.shape[0]} but the video started at {size[1]}x{size[0]}; "
-                "all frames of a video must have one size"
-            )
-        return frame
 
     # --------------------------------------------------------------------------------------- prompts
     def add_mask(self, state: InferenceState, frame_idx: int, mask: MaskInput) -> list[int]:
@@ -296,12 +272,8 @@ class Segmenter:
         The mask is resized to the output size (a different aspect ratio is an error; a small size mismatch
         is resized with a warning). Returns the object ids it holds.
         """
-        where = f"mask for frame {frame_idx}"
-        if isinstance(mask, (str, os.PathLike)):
-            from recvos.data.masks import read_mask
-
-            where = str(mask)
-            mask = read_mask(mask)
+        where = str(mask) if isinstance(mask, (str, os.PathLike)) else f"mask for frame {frame_idx}"
+        self.model.check_mode(zero_shot=False, what=f"{where}: the model")
         frame_idx = int(frame_idx)
         if frame_idx < 0:
             raise RecvosError(f"{where}: frame index {frame_idx} is negative")
@@ -314,55 +286,10 @@ class Segmenter:
                 f"{where}: propagation already passed frame {frame_idx} (now at {state.next_frame}); "
                 "add masks before propagation reaches their frame"
             )
-        if isinstance(mask, Mapping):
-            objs = {}
-            for obj, m in mask.items():
-                obj = int(obj)
-                if obj <= 0:
-                    raise RecvosError(f"{where}: object id {obj} must be a positive integer (0 is background)")
-                m = np.asarray(m)
-                if m.ndim != 2:
-                    raise RecvosError(f"{where}: object {obj} mask must be 2-D [H, W], got {tuple(m.shape)}")
-                m = self._fit_size(m.astype(np.uint8), state, where) > 0
-                if not m.any():
-                    raise RecvosError(f"{where}: object {obj} mask is empty; give at least one foreground pixel")
-                objs[obj] = m
-        else:
-            ids = np.asarray(mask)
-            if ids.ndim != 2:
-                raise RecvosError(f"{where}: an id map must be 2-D [H, W], got shape {tuple(ids.shape)}")
-            if ids.dtype == bool:
-                ids = ids.astype(np.int32)
-            if not np.issubdtype(ids.dtype, np.integer):
-                raise RecvosError(f"{where}: an id map must hold integers, got {ids.dtype}")
-            if ids.min(initial=0) < 0:
-                raise RecvosError(f"{where}: negative object ids; ids are 0 (background) or positive")
-            ids = self._fit_size(ids, state, where)
-            obj_ids = [int(o) for o in np.unique(ids) if o > 0]
-            if not obj_ids:
-                raise RecvosError(f"{where}: the mask has no objects (every pixel is background 0); give object ids > 0")
-            objs = {o: ids == o for o in obj_ids}
-        if not objs:
-            raise RecvosError(f"{where}: the mask has no objects; give at least one")
+        objs = prompt_masks(mask, frame_idx, state.frame_size, state.output_size)
         state.prompts.setdefault(frame_idx, {}).update(objs)
         state.removed.difference_update(objs)
         return sorted(objs)
-
-    @staticmethod
-    def _fit_size(m: np.ndarray, state: InferenceState, where: str) -> np.ndarray:
-        """Bring an id map / binary mask to the output size: exact, frame size, or close aspect (warning)."""
-        shape = tuple(m.shape)
-        out = state.output_size
-        if shape == out:
-            return m.astype(np.int32, copy=False)
-        if shape != state.frame_size:
-            if not _aspect_close(shape, out):
-                raise RecvosError(
-                    f"{where}: mask is {shape[1]}x{shape[0]} but the frames are {state.frame_size[1]}x"
-                    f"{state.frame_size[0]} (output {out[1]}x{out[0]}); give a mask of the frame size"
-                )
-            log.warning("%s: mask is %dx%d, resizing to %dx%d", where, shape[1], shape[0], out[1], out[0])
-        return resize_ids(m, out)
 
     def remove_object(self, state: InferenceState, obj_id: int) -> None:
         """Forget an object: its prompts go and, mid-propagation, its slot from the next frame on."""
@@ -376,63 +303,6 @@ class Segmenter:
         state.removed.add(obj_id)
 
     # ----------------------------------------------------------------------------------- propagation
-    def _frames(self, state: InferenceState) -> Iterator[np.ndarray]:
-        if isinstance(state.source, FrameSource) or state._iterator is None:
-            return iter(state.source)
-        if state._peeked is None:
-            raise RecvosError(
-                "the frames were given as an iterator and were consumed by an earlier propagate; "
-                "pass a path, FrameSource or list to propagate twice"
-            )
-        first, state._peeked = state._peeked, None
-        return itertools.chain([first], state._iterator)
-
-    def _to_input(self, frame: np.ndarray, proc: tuple[int, int]) -> torch.Tensor:
-        """uint8 RGB [H, W, 3] -> float [1, 3, h, w] in [0, 1] on the device, resized to the processing size."""
-        h, w = proc
-        if frame.shape[:2] != (h, w):
-            frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-        if not frame.flags.writeable or not frame.flags.c_contiguous:
-            frame = np.array(frame)  # torch wants a writable, contiguous buffer
-        x = torch.from_numpy(frame).to(self.device)
-        return x.permute(2, 0, 1).unsqueeze(0).float().div_(255)
-
-    def _object_axes(self, x: torch.Tensor) -> dict[str, Any]:
-        """Per-field object axis of the model's state, found by building states with 1 and 2 objects."""
-        if self._axes is None:
-            model = self._runner()
-            h, w = x.shape[-2:]
-            m = torch.zeros(1, 2, h, w, device=x.device)
-            m[:, 0, : max(1, h // 2)] = 1
-            m[:, 1, max(1, h // 2) :] = 1
-            s1 = model.init_state(x, m[:, :1])
-            s2 = model.init_state(x, m)
-            self._axes = {
-                f.name: _probe_axis(getattr(s1, f.name), getattr(s2, f.name), f.name)
-                for f in fields(s1)
-                if f.name != "num_objects"
-            }
-        return self._axes
-
-    def _extend_state(self, st: RecurrentState, x: torch.Tensor, masks: torch.Tensor) -> RecurrentState:
-        """Add objects to a running state: their slots start as ``init_state(frame, masks)`` would."""
-        model = self._runner()
-        if hasattr(model, "extend_state"):
-            return model.extend_state(st, x, masks)
-        fresh = model.init_state(x, masks)
-        axes = self._object_axes(x)
-        kw = {name: _cat_tree(getattr(st, name), getattr(fresh, name), ax) for name, ax in axes.items()}
-        return type(st)(num_objects=st.num_objects + fresh.num_objects, **kw)
-
-    def _select_objects(self, st: RecurrentState, keep: list[int], x: torch.Tensor) -> RecurrentState:
-        """Keep only the slots ``keep`` (indices) of a running state."""
-        index = torch.tensor(keep, dtype=torch.long)
-        if hasattr(self._runner(), "select_objects"):
-            return self._runner().select_objects(st, index)
-        axes = self._object_axes(x)
-        kw = {name: _select_tree(getattr(st, name), index, ax) for name, ax in axes.items()}
-        return type(st)(num_objects=len(keep), **kw)
-
     def propagate(
         self, state: InferenceState, zero_shot: bool = False, return_probs: bool = False
     ) -> Iterator[tuple[int, list[int], np.ndarray]]:
@@ -444,14 +314,17 @@ class Segmenter:
         ``objectness_threshold`` and whose area exceeds ``min_area``. Fine-tuned weights are restored when
         the generator finishes or is closed.
         """
+        self.model.check_mode(zero_shot)
         if zero_shot and state.prompts:
             raise RecvosError("zero-shot propagation takes no masks; remove them or use zero_shot=False")
         if not zero_shot and not state.prompts:
-            raise RecvosError("no masks given: call add_mask(state, frame_idx, mask) first, or propagate(zero_shot=True)")
+            raise RecvosError(
+                "no masks given: call add_mask(state, frame_idx, mask) first, or propagate(zero_shot=True)"
+            )
         if state.running:
             raise RecvosError("this state is already being propagated; finish or close that generator first")
         state.running, state.next_frame = True, 0
-        frames = self._frames(state)
+        frames = state.frames()
         try:
             with torch.inference_mode():
                 yield from self._run(state, frames, zero_shot, return_probs)
@@ -464,97 +337,64 @@ class Segmenter:
             if self._finetuned_for == id(state):
                 self.restore_weights()
 
+    def _inputs(self, state: InferenceState, frames: Iterator[np.ndarray]) -> Iterator[torch.Tensor]:
+        """The model inputs [1, 3, h, w] of the video's frames; keeps ``state.current_frame``/``next_frame``."""
+        for t, frame in enumerate(frames):
+            state.next_frame = t
+            state.current_frame = check_frame(frame, t, state.frame_size)
+            yield frame_to_tensor(state.current_frame, state.proc_size, self.device)
+
     def _run(
         self, state: InferenceState, frames: Iterator[np.ndarray], zero_shot: bool, return_probs: bool
     ) -> Iterator[tuple[int, list[int], np.ndarray]]:
-        model = self._runner()
         H, W = state.output_size
-        h, w = state.proc_size
-        mst: RecurrentState | None = None  # the model's recurrent state
-        slots: list[int] = []  # user id of each slot
-        prev: torch.Tensor | None = None  # [1, O, h, w] previous probabilities
-        t = -1
-        for t, frame in enumerate(frames):
-            state.next_frame = t
-            frame = self._check_frame(frame, t, state.frame_size)
-            state.current_frame = frame
-            x = self._to_input(frame, (h, w))
-            if mst is not None and state.removed & set(slots) and not zero_shot:
-                keep = [i for i, o in enumerate(slots) if o not in state.removed]
-                mst = self._select_objects(mst, keep, x)
-                prev = prev[:, keep]
-                slots = [slots[i] for i in keep]
-            prompt = state.prompts.get(t, {})
-            new = [o for o in sorted(prompt) if o not in slots]
-            if new:
-                m = torch.from_numpy(np.stack([resize_binary(prompt[o], (h, w)) for o in new])).to(x)[None]
-                if mst is None or not slots:
-                    mst, prev = model.init_state(x, m), m
-                else:
-                    mst, prev = self._extend_state(mst, x, m), torch.cat([prev, m], 1)
-                slots = slots + new
-            elif mst is None and zero_shot:
-                mst = model.init_state(x, None)
-                slots = list(range(1, mst.num_objects + 1))
-                prev = x.new_zeros(1, mst.num_objects, h, w)
-            if mst is None or not slots:  # nothing to track yet (objects appear later)
-                state.next_frame = t + 1
-                yield t, [], (np.zeros((0, H, W), np.float32) if return_probs else np.zeros((H, W), np.int32))
+        feed = PromptFeed(state, zero_shot, self.device)
+        seen = 0
+        for r in self._runner().unroll(self._inputs(state, frames), feed):
+            seen = r.t + 1
+            if r.logits is None:  # nothing to track yet (objects appear later)
+                state.next_frame = r.t + 1
+                yield (
+                    r.t,
+                    [],
+                    (np.zeros((0, H, W), np.float32) if return_probs else np.zeros((H, W), np.int32)),
+                )
                 continue
-            out = model.step(x, mst, prev if model.uses_prev_masks else None)
-            mst = out.state
-            logits = out.logits[0]  # [O, h, w]
-            probs_small = torch.sigmoid(logits)
-            if prompt:  # given masks win on their frame, also for the next step's previous masks
-                given = {slots.index(o): torch.from_numpy(resize_binary(pm, (h, w))).to(x.device) for o, pm in prompt.items()}
-                probs_small = self._override(probs_small, given)
-            prev = probs_small[None]
-            keep = torch.ones(len(slots), dtype=torch.bool, device=x.device)
-            if zero_shot:
-                area = (probs_small > self.mask_threshold).flatten(1).float().mean(1)
-                keep = (out.objectness[0] > self.objectness_threshold) & (area > self.min_area)
-                for i, o in enumerate(slots):
-                    if o in state.removed:
-                        keep[i] = False
-            probs = torch.sigmoid(F.interpolate(logits[None], size=(H, W), mode="bilinear", align_corners=False)[0])
+            n = r.logits.shape[1]
+            slots = list(range(1, n + 1)) if zero_shot else feed.slots
+            probs = torch.sigmoid(
+                F.interpolate(r.logits, size=(H, W), mode="bilinear", align_corners=False)[0]
+            )
+            prompt = state.prompts.get(r.t, {}) if not zero_shot else {}
             if prompt:
-                given = {slots.index(o): torch.from_numpy(pm).to(x.device) for o, pm in prompt.items()}
-                probs = self._override(probs, given)
-            sel = keep.nonzero()[:, 0].tolist()
-            obj_ids = [slots[i] for i in sel]
-            state.next_frame = t + 1
-            if return_probs:
-                yield t, obj_ids, probs[sel].float().cpu().numpy()
+                probs = override(
+                    probs,
+                    {
+                        slots.index(o): torch.from_numpy(m).to(probs.device)
+                        for o, m in prompt.items()
+                        if o in slots
+                    },
+                )
+            if zero_shot:
+                area = (r.fed[0] > self.mask_threshold).flatten(1).float().mean(1)
+                keep = (r.objectness[0] > self.objectness_threshold) & (area > self.min_area)
+                sel = [i for i in keep.nonzero()[:, 0].tolist() if slots[i] not in state.removed]
             else:
-                yield t, obj_ids, self._compose(probs[sel], obj_ids)
-        seen = t + 1
+                sel = list(range(n))
+            obj_ids = [slots[i] for i in sel]
+            state.next_frame = r.t + 1
+            out = probs[sel].float().cpu().numpy()
+            yield (
+                r.t,
+                obj_ids,
+                (out if return_probs else onehot_to_ids(out, obj_ids, self.mask_threshold).astype(np.int32)),
+            )
         late = sorted(i for i in state.prompts if i >= seen)
         if late:
             raise RecvosError(
                 f"masks were given for frame(s) {late[:5]} but the video has only {seen} frames (0..{seen - 1}); "
                 "check the mask file names / frame indices"
             )
-
-    @staticmethod
-    def _override(probs: torch.Tensor, given: dict[int, torch.Tensor]) -> torch.Tensor:
-        """probs [O, h, w]; given {slot: bool [h, w]} -> the given slots set to their masks, others cleared there."""
-        probs = probs.clone()
-        union = torch.zeros_like(probs[0], dtype=torch.bool)
-        for m in given.values():
-            union |= m
-        probs[:, union] = 0
-        for i, m in given.items():
-            probs[i] = m.to(probs.dtype)
-        return probs
-
-    def _compose(self, probs: torch.Tensor, obj_ids: list[int]) -> np.ndarray:
-        """probs [O, H, W] -> int32 id map [H, W]: the most probable object where it exceeds the threshold."""
-        if not obj_ids:
-            return np.zeros(probs.shape[-2:], np.int32)
-        best, arg = probs.max(0)
-        lut = torch.tensor(obj_ids, dtype=torch.int32, device=probs.device)
-        ids = torch.where(best > self.mask_threshold, lut[arg], torch.zeros_like(arg, dtype=torch.int32))
-        return ids.cpu().numpy()
 
     # ------------------------------------------------------------------------------ online learning
     def finetune(self, state: InferenceState, steps: int = 50, **options: Any) -> float:
@@ -563,8 +403,6 @@ class Segmenter:
         See :func:`recvos.inference.online.finetune` for the options. The weights are restored when the next
         ``propagate`` of this state ends, by :meth:`restore_weights`, or by the next ``init_state``.
         """
-        from recvos.inference.online import finetune
-
         t0 = time.perf_counter()
         samples = self._annotated_frames(state)
         if self._pristine is None:
@@ -580,7 +418,11 @@ class Segmenter:
         state.finetune_result = result
         log.info(
             "online learning: %d steps in %.1f s, IoU on held-out warps %.3f -> %.3f (%s)",
-            result.steps, result.seconds, result.iou_before, result.iou_after, "kept" if result.kept else "reverted",
+            result.steps,
+            result.seconds,
+            result.iou_before,
+            result.iou_after,
+            "kept" if result.kept else "reverted",
         )
         return result.seconds
 
@@ -592,22 +434,25 @@ class Segmenter:
             raise RecvosError("finetune cannot run while the state is being propagated")
         wanted = sorted(state.prompts)
         frames: dict[int, np.ndarray] = {}
-        if state._iterator is not None:  # a one-shot iterator: only the peeked first frame is available
-            if state._peeked is not None and 0 in state.prompts:
-                frames[0] = state._peeked
+        if state.iterator is not None:  # a one-shot iterator: only the peeked first frame is available
+            if state.peeked is not None and 0 in state.prompts:
+                frames[0] = state.peeked
             if len(frames) < len(wanted):
-                log.warning("finetune: frames were given as an iterator; using the annotated frames read so far only")
+                log.warning(
+                    "finetune: frames were given as an iterator; using the annotated frames read so far only"
+                )
         else:
             it = iter(state.source)
             try:
                 for t, frame in enumerate(it):
                     if t in state.prompts:
-                        frames[t] = self._check_frame(frame, t, state.frame_size)
+                        frames[t] = check_frame(frame, t, state.frame_size)
                     if t >= wanted[-1]:
                         break
             finally:
-                if hasattr(it, "close"):
-                    it.close()
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()
         if not frames:
             raise RecvosError("finetune: no annotated frame could be read; add a mask on frame 0")
         samples = []
@@ -628,7 +473,6 @@ class Segmenter:
         self._finetuned_for = None
 
 
-# ------------------------------------------------------------------------------------------- load_model
 def load_model(
     name_or_path: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
@@ -639,42 +483,16 @@ def load_model(
     **options: Any,
 ) -> Segmenter:
     """A :class:`Segmenter` for the shipped default (``None``; ``kind`` "one-shot" or "zero-shot"), a
-    checkpoint path, or a model name from the factory (random weights, with a warning).
+    checkpoint path, or a model name from the registry (random weights, with a warning).
 
     ``options`` go to :class:`Segmenter` (``objectness_threshold``, ``min_area``, ``mask_threshold``) or,
     for a model name, to ``build_model``. ``threads`` sets torch's CPU threads (default: torch's choice).
     """
-    from recvos.models.factory import build_model, load_checkpoint, model_names
+    from recvos.models.loading import resolve_model
 
     seg_keys = {"objectness_threshold", "min_area", "mask_threshold"}
     seg_kw = {k: options.pop(k) for k in list(options) if k in seg_keys}
-    device = _resolve_device(device)
+    device = resolve_device(device)
     if threads:
         torch.set_num_threads(int(threads))
-    if name_or_path is None:
-        from recvos.inference.default import default_checkpoint_path
-
-        model = load_checkpoint(default_checkpoint_path(kind), map_location="cpu")
-    else:
-        text = os.fspath(name_or_path)
-        path = Path(text)
-        names = model_names()
-        if path.is_file():
-            if options:
-                raise RecvosError(f"{path}: build options {sorted(options)} only apply to model names, not checkpoints")
-            model = load_checkpoint(path, map_location="cpu")
-        elif text in names:
-            log.warning("model %s has random weights (no checkpoint given): its masks are meaningless", text)
-            model = build_model(text, **options)
-        elif path.suffix in (".pt", ".pth", ".ckpt") or os.sep in text:
-            raise RecvosError(f"{path}: checkpoint not found; give an existing file or a model name ({', '.join(names)})")
-        else:
-            raise RecvosError(f"unknown model {text!r}: give a checkpoint path or one of {', '.join(names)}")
-    return Segmenter(model, device, max_size=max_size, **seg_kw)
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RecvosError("device 'cuda' requested but CUDA is not available; use --device cpu")
-    return device
+    return Segmenter(resolve_model(name_or_path, kind=kind, **options), device, max_size=max_size, **seg_kw)

@@ -6,13 +6,17 @@ Importing this package does nothing else: the names below are imported lazily on
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 _LAZY = {
     "RecurrentVOS": "recvos.models.base",
-    "RecurrentState": "recvos.models.base",
     "StepOutput": "recvos.models.base",
+    "FrameResult": "recvos.models.base",
     "ClipOutput": "recvos.models.base",
+    "RecurrentState": "recvos.models.state",
+    "Feed": "recvos.models.feed",
+    "ObjectChange": "recvos.models.feed",
+    "ClipFeed": "recvos.models.feed",
     "ConvLSTMCell": "recvos.models.convlstm",
     "Backbone": "recvos.models.backbones",
     "build_backbone": "recvos.models.backbones",
@@ -21,38 +25,21 @@ _LAZY = {
     "RVOSState": "recvos.models.rvos",
     "S2S": "recvos.models.s2s",
     "S2SState": "recvos.models.s2s",
+    "ModelSpec": "recvos.models.factory",
     "ModelInfo": "recvos.models.factory",
+    "register_model": "recvos.models.factory",
     "build_model": "recvos.models.factory",
     "list_models": "recvos.models.factory",
     "model_names": "recvos.models.factory",
-    "model_to_checkpoint": "recvos.models.factory",
-    "model_from_checkpoint": "recvos.models.factory",
-    "save_model": "recvos.models.factory",
-    "load_checkpoint": "recvos.models.factory",
+    "model_to_checkpoint": "recvos.models.loading",
+    "model_from_checkpoint": "recvos.models.loading",
+    "save_model": "recvos.models.loading",
+    "load_checkpoint": "recvos.models.loading",
+    "resolve_model": "recvos.models.loading",
+    "warm_start": "recvos.models.loading",
 }
 
-__all__ = [
-    "RecurrentVOS", "RecurrentState", "StepOutput", "ClipOutput", "ConvLSTMCell", "Backbone", "build_backbone",
-    "list_backbones", "RVOS", "RVOSState", "S2S", "S2SState", "ModelInfo", "build_model", "list_models",
-    "model_names", "model_to_checkpoint", "model_from_checkpoint", "save_model", "load_checkpoint",
-]
-
-if TYPE_CHECKING:  # pragma: no cover
-    from recvos.models.backbones import Backbone, build_backbone, list_backbones
-    from recvos.models.base import ClipOutput, RecurrentState, RecurrentVOS, StepOutput
-    from recvos.models.convlstm import ConvLSTMCell
-    from recvos.models.factory import (
-        ModelInfo,
-        build_model,
-        list_models,
-        load_checkpoint,
-        model_from_checkpoint,
-        model_names,
-        model_to_checkpoint,
-        save_model,
-    )
-    from recvos.models.rvos import RVOS, RVOSState
-    from recvos.models.s2s import S2S, S2SState
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,75 +1,89 @@
-"""The recurrent interface shared by every recvos model (RVOS and S2S).
+"""The recurrent interface shared by every recvos model (RVOS and S2S), and the one frame loop.
 
-A model is used in three calls:
+Shape grammar (used in every docstring and annotation of recvos): B batch, T time (frames), O objects
+(slots), C channels, H and W height and width; a stride suffix names a feature map's resolution relative to
+the input (``f4`` is H/4 x W/4, then ``f8``, ``f16``, ``f32``). Frames given to models are float RGB in
+[0, 1] ``[B, 3, H, W]`` (models normalise for their backbone themselves); frames from frame sources are
+uint8 RGB numpy ``[H, W, 3]``. Object-id maps are integer numpy ``[H, W]`` (0 background, positive ids
+objects). Per-object masks and logits are ``[B, O, H, W]``; objectness is a probability ``[B, O]``.
 
-- ``state = model.init_state(frame0, masks0)`` — frame0 [B, 3, H, W] float RGB in [0, 1]; masks0
-  [B, O, H, W] float {0,1} for one-shot, or ``None`` for zero-shot (then O = ``model.max_objects``).
-- ``out = model.step(frame, state, prev_masks)`` — one frame; ``prev_masks`` [B, O, H, W] is the previous
-  frame's (ground-truth or predicted) per-object masks, or ``None`` for models that do not take them.
-  Returns :class:`StepOutput` (logits [B, O, H, W] at the input size, objectness [B, O], the new state).
-- ``model.forward_clip(frames, first_masks, teacher_masks)`` — the training unroll, built on ``step`` so
-  training and inference share one code path.
+A model implements two calls:
 
-Every model is an ``nn.Module`` subclass of :class:`RecurrentVOS`; ``model.name`` and ``model.config``
-(the keyword arguments it was built with) are what the factory stores in checkpoints.
+- ``state = model.init_state(frame, masks)`` — frame [B, 3, H, W]; masks [B, O, H, W] float {0, 1} for
+  one-shot, or ``None`` for zero-shot (then O = ``model.max_objects``).
+- ``out = model.step(frame, state, prev_masks)`` — one frame; ``prev_masks`` [B, O, H, W] is what the loop
+  feeds back from the previous frame (``None`` for models with ``uses_prev_masks = False``).
+
+Everything that runs a model over frames — training (teacher forcing and Mask-ST+), validation, online
+learning, the streaming :class:`~recvos.inference.segmenter.Segmenter`, ``recvos predict`` and the
+benchmarks — goes through :meth:`RecurrentVOS.unroll`, so they cannot drift apart. What differs between
+them is the :class:`~recvos.models.feed.Feed`: it says which objects enter (or leave) on each frame and
+what the model gets back as its previous masks (the ground truth, a user's prompt, or its own prediction).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from recvos.errors import RecvosError
+from recvos.models.state import RecurrentState
 
-@dataclass
-class RecurrentState:
-    """Base class of model states: a dataclass of tensors (or lists/tuples of tensors).
+if TYPE_CHECKING:  # pragma: no cover
+    from recvos.models.feed import Feed
 
-    ``num_objects`` is O. Subclasses add their tensors. ``map_tensors`` lets callers move or slice a state
-    without knowing its fields (e.g. ``state.map_tensors(lambda t: t.to("cuda"))``).
-    """
+__all__ = [
+    "RecurrentVOS",
+    "RecurrentState",
+    "StepOutput",
+    "FrameResult",
+    "ClipOutput",
+    "MODES",
+    "fuse_conv_bn_",
+]
 
-    num_objects: int
-
-    def map_tensors(self, fn) -> RecurrentState:
-        def apply(v):
-            if isinstance(v, torch.Tensor):
-                return fn(v)
-            if isinstance(v, (list, tuple)):
-                return type(v)(apply(x) for x in v)
-            return v
-
-        return type(self)(**{f.name: apply(getattr(self, f.name)) for f in fields(self)})
-
-    def detach(self) -> RecurrentState:
-        """Cut the autograd graph (truncated back-propagation through time)."""
-        return self.map_tensors(lambda t: t.detach())
+MODES = ("one-shot", "zero-shot")
 
 
 @dataclass
 class StepOutput:
     logits: torch.Tensor  # [B, O, H, W] mask logits at the input size
-    objectness: torch.Tensor  # [B, O] probability that slot o holds an object
+    objectness: torch.Tensor  # [B, O] probability that slot o holds an object (ones in one-shot)
     state: RecurrentState
-    class_logits: torch.Tensor | None = None  # [B, O, K] optional semantic class logits (RSIS head)
+
+
+@dataclass
+class FrameResult:
+    """What :meth:`RecurrentVOS.unroll` yields per frame. ``logits``/``objectness``/``fed`` are None on a
+    frame with no object to track yet (a one-shot video whose first object appears later)."""
+
+    t: int
+    logits: torch.Tensor | None  # [B, O, H, W]
+    objectness: torch.Tensor | None  # [B, O]
+    fed: torch.Tensor | None  # [B, O, H, W] the masks fed back for frame t + 1 (after the feed's overrides)
+    state: RecurrentState | None
 
 
 @dataclass
 class ClipOutput:
     logits: torch.Tensor  # [B, T, O, H, W]
     objectness: torch.Tensor  # [B, T, O]
-    class_logits: torch.Tensor | None = None  # [B, T, O, K] when the model has a class head
 
 
 class RecurrentVOS(nn.Module):
-    """Base class: subclasses implement ``init_state`` and ``step``; ``forward_clip`` is shared."""
+    """Base class: subclasses implement ``init_state`` and ``step`` and set the class/instance attributes
+    below in ``__init__``; :meth:`unroll` is shared."""
 
     name: str = "recurrent-vos"
-    #: True if ``step`` consumes the previous frame's masks (one-shot RVOS, S2S with the ablation switch).
+    #: "one-shot" (objects given as masks) or "zero-shot" (objects discovered in ``max_objects`` slots)
+    mode: str = "one-shot"
+    #: True if ``step`` consumes the masks fed back from the previous frame
     uses_prev_masks: bool = True
-    #: Number of slots used in zero-shot mode.
+    #: number of slots used in zero-shot mode
     max_objects: int = 1
 
     def __init__(self) -> None:
@@ -78,6 +92,81 @@ class RecurrentVOS(nn.Module):
         #: set by :meth:`optimize_for_inference`; such a model can no longer be trained or saved
         self.inference_only = False
 
+    # -- the interface -----------------------------------------------------------------------------------
+    def init_state(
+        self, frame: torch.Tensor, masks: torch.Tensor | None
+    ) -> RecurrentState:  # pragma: no cover
+        raise NotImplementedError
+
+    def step(
+        self, frame: torch.Tensor, state: RecurrentState, prev_masks: torch.Tensor | None
+    ) -> StepOutput:  # pragma: no cover
+        raise NotImplementedError
+
+    def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Map a state dict of a related configuration onto this model for a warm start (identity here;
+        RVOS adds zero-initialised input channels for its reference matching)."""
+        return dict(state_dict)
+
+    def check_mode(self, zero_shot: bool, what: str = "this model") -> None:
+        """RecvosError unless the model was built for the requested task."""
+        wanted = "zero-shot" if zero_shot else "one-shot"
+        if self.mode != wanted:
+            fix = (
+                "load a zero-shot model (recvos.load_model(kind='zero-shot'), --model with a zero-shot checkpoint)"
+                if zero_shot
+                else "give no masks and propagate with zero_shot=True (--zero-shot)"
+            )
+            raise RecvosError(f"{what} ({self.name}) is a {self.mode} model and cannot run {wanted}; {fix}")
+
+    # -- the one frame loop ------------------------------------------------------------------------------
+    def unroll(self, frames: Iterable[torch.Tensor], feed: Feed) -> Iterator[FrameResult]:
+        """Run the model over ``frames`` (an iterable of [B, 3, H, W], consumed lazily), yielding a
+        :class:`FrameResult` per frame. Before each frame the feed may remove, add or re-initialise
+        object slots (:meth:`Feed.objects`); after it, the feed turns the logits into the masks fed back
+        to the next frame (:meth:`Feed.feedback`). Gradients flow unless the caller disables them.
+        """
+        state: RecurrentState | None = None
+        prev: torch.Tensor | None = None  # [B, O, H, W] masks fed to the next step
+        for t, x in enumerate(frames):
+            change = feed.objects(t)
+            if change is not None:
+                if change.keep is not None and state is not None:
+                    index = torch.as_tensor(change.keep, dtype=torch.long, device=x.device)
+                    state, prev = state.select_objects(index), prev.index_select(1, index)
+                if change.masks is not None:
+                    masks = change.masks.to(x.dtype)
+                    fresh = self.init_state(x, masks)
+                    if change.reset is not None:  # re-initialise existing slots (batched training clips)
+                        state = state.where_objects(change.reset, fresh)
+                        prev = torch.where(change.reset[..., None, None], masks, prev)
+                    elif state is None:
+                        state, prev = fresh, masks
+                    else:
+                        state, prev = state.cat_objects(fresh), torch.cat([prev, masks], 1)
+            if state is None and feed.zero_shot:
+                self.check_mode(zero_shot=True)
+                state = self.init_state(x, None)
+                prev = x.new_zeros(x.shape[0], state.num_objects, *x.shape[-2:])
+            if state is None or state.num_objects == 0:
+                yield FrameResult(t, None, None, None, state)
+                continue
+            out = self.step(x, state, prev if self.uses_prev_masks else None)
+            state = out.state
+            prev = feed.feedback(t, out.logits)
+            yield FrameResult(t, out.logits, out.objectness, prev, state)
+
+    def unroll_clip(self, frames: torch.Tensor, feed: Feed) -> ClipOutput:
+        """:meth:`unroll` over a clip tensor frames [B, T, 3, H, W] -> stacked logits [B, T, O, H, W] and
+        objectness [B, T, O] (every frame must have objects: the feed enters them on frame 0)."""
+        results = list(self.unroll(frames.unbind(1), feed))
+        if any(r.logits is None for r in results):
+            raise RecvosError("unroll_clip: the feed gave no object on the first frame of the clip")
+        return ClipOutput(
+            torch.stack([r.logits for r in results], 1), torch.stack([r.objectness for r in results], 1)
+        )
+
+    # -- inference speed ---------------------------------------------------------------------------------
     def optimize_for_inference(self, channels_last: bool = True, fuse_batchnorm: bool = True) -> RecurrentVOS:
         """Make this model faster for inference, in place: eval mode, BatchNorm folded into the preceding
         convolutions, channels-last weights (faster oneDNN convolutions on CPU). Outputs are unchanged up
@@ -93,55 +182,9 @@ class RecurrentVOS(nn.Module):
         return self
 
     def train(self, mode: bool = True) -> RecurrentVOS:
-        if mode and getattr(self, "inference_only", False):
+        if mode and self.inference_only:
             raise RuntimeError(f"{self.name} was optimized for inference and cannot be trained")
         return super().train(mode)
-
-    def init_state(self, frame: torch.Tensor, masks: torch.Tensor | None) -> RecurrentState:  # pragma: no cover
-        raise NotImplementedError
-
-    def step(
-        self, frame: torch.Tensor, state: RecurrentState, prev_masks: torch.Tensor | None
-    ) -> StepOutput:  # pragma: no cover
-        raise NotImplementedError
-
-    def forward_clip(
-        self,
-        frames: torch.Tensor,
-        first_masks: torch.Tensor | None,
-        teacher_masks: torch.Tensor | None = None,
-        include_first: bool = True,
-    ) -> ClipOutput:
-        """Unroll over a clip.
-
-        frames [B, T, 3, H, W]; first_masks [B, O, H, W] or None (zero-shot); teacher_masks
-        [B, T, O, H, W] or None. With teacher masks, frame t receives ``teacher_masks[:, t-1]`` as its
-        previous masks (teacher forcing); without, it receives the model's own sigmoid prediction of
-        frame t-1 (RVOS "Mask-ST+", gradients flow through it). Frame 0 is segmented too (with the first
-        masks as previous masks) when ``include_first``; its output is index 0 of the result.
-        """
-        B, T = frames.shape[:2]
-        state = self.init_state(frames[:, 0], first_masks)
-        prev = first_masks
-        if prev is None and self.uses_prev_masks:
-            prev = frames.new_zeros(B, state.num_objects, *frames.shape[-2:])
-        logits, objectness, class_logits = [], [], []
-        for t in range(0 if include_first else 1, T):
-            out = self.step(frames[:, t], state, prev)
-            state = out.state
-            logits.append(out.logits)
-            objectness.append(out.objectness)
-            if out.class_logits is not None:
-                class_logits.append(out.class_logits)
-            if teacher_masks is not None:
-                prev = teacher_masks[:, t]
-            else:
-                prev = torch.sigmoid(out.logits)
-        return ClipOutput(
-            logits=torch.stack(logits, 1),
-            objectness=torch.stack(objectness, 1),
-            class_logits=torch.stack(class_logits, 1) if class_logits else None,
-        )
 
 
 def fuse_conv_bn_(module: nn.Module) -> int:

@@ -26,12 +26,21 @@ from torch import nn
 
 from recvos.errors import RecvosError
 
-__all__ = ["ConvLSTMCell", "LSTMState"]
+__all__ = ["ConvLSTMCell", "LSTMState", "group_add"]
 
 #: (h, c), each [N, hidden_dim, H, W]
 LSTMState = tuple[torch.Tensor, torch.Tensor]
 
 _ACTIVATIONS = {"tanh": torch.tanh, "relu": F.relu}
+
+
+def group_add(x: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
+    """x [N, ...] + shared [B, ...] broadcast over groups of N // B consecutive items (item n belongs to
+    group n // (N // B)): a per-frame term added to every object slot folded into the batch."""
+    n, b = x.shape[0], shared.shape[0]
+    if n == b:
+        return x + shared
+    return (x.unflatten(0, (b, n // b)) + shared.unsqueeze(1)).flatten(0, 1)
 
 
 class ConvLSTMCell(nn.Module):
@@ -57,7 +66,9 @@ class ConvLSTMCell(nn.Module):
     ) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
-            raise RecvosError(f"ConvLSTM activation must be one of {sorted(_ACTIVATIONS)} (got {activation!r})")
+            raise RecvosError(
+                f"ConvLSTM activation must be one of {sorted(_ACTIVATIONS)} (got {activation!r})"
+            )
         if kernel_size % 2 != 1:
             raise RecvosError(f"ConvLSTM kernel_size must be odd (got {kernel_size})")
         self.input_dim = input_dim
@@ -67,9 +78,13 @@ class ConvLSTMCell(nn.Module):
         self.activation = activation
         self._act = _ACTIVATIONS[activation]
         pad = kernel_size // 2
-        self.conv = nn.Conv2d(input_dim + hidden_dim * (1 + extra_hidden), 4 * hidden_dim, kernel_size, padding=pad)
+        self.conv = nn.Conv2d(
+            input_dim + hidden_dim * (1 + extra_hidden), 4 * hidden_dim, kernel_size, padding=pad
+        )
         self.shared_conv = (
-            nn.Conv2d(shared_dim, 4 * hidden_dim, kernel_size, padding=pad, bias=False) if shared_dim else None
+            nn.Conv2d(shared_dim, 4 * hidden_dim, kernel_size, padding=pad, bias=False)
+            if shared_dim
+            else None
         )
 
     def init_state(self, ref: torch.Tensor, n: int, height: int, width: int) -> LSTMState:
@@ -102,16 +117,14 @@ class ConvLSTMCell(nn.Module):
         parts = ([x] if x is not None else []) + [h, *extra]
         gates = self.conv(parts[0] if len(parts) == 1 else torch.cat(parts, 1))
         if shared_gates is not None:
-            n, b = gates.shape[0], shared_gates.shape[0]
-            if n == b:
-                gates = gates + shared_gates
-            else:
-                gates = (gates.unflatten(0, (b, n // b)) + shared_gates.unsqueeze(1)).flatten(0, 1)
+            gates = group_add(gates, shared_gates)
         i, f, o, g = gates.chunk(4, 1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * self._act(g)
         h = torch.sigmoid(o) * self._act(c)
         return h, c
 
     def extra_repr(self) -> str:
-        return (f"input_dim={self.input_dim}, hidden_dim={self.hidden_dim}, activation={self.activation}, "
-                f"extra_hidden={self.extra_hidden}, shared_dim={self.shared_dim}")
+        return (
+            f"input_dim={self.input_dim}, hidden_dim={self.hidden_dim}, activation={self.activation}, "
+            f"extra_hidden={self.extra_hidden}, shared_dim={self.shared_dim}"
+        )

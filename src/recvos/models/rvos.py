@@ -46,15 +46,15 @@ from torch import nn
 
 from recvos.errors import RecvosError
 from recvos.models.backbones import DEFAULT_BACKBONE, build_backbone
-from recvos.models.base import RecurrentState, RecurrentVOS, StepOutput
+from recvos.models.base import MODES, RecurrentVOS, StepOutput
 from recvos.models.convlstm import ConvLSTMCell
+from recvos.models.state import RecurrentState
 
-__all__ = ["RVOS", "RVOSState", "VARIANTS", "MODES"]
+__all__ = ["RVOS", "RVOSState", "VARIANTS"]
 
 VARIANTS = ("S", "T", "ST")
 #: matching maps per object with ``reference=True``: best similarity to the object, and to the rest of the frame
 MATCH_MAPS = 2
-MODES = ("one-shot", "zero-shot")
 
 
 @dataclass
@@ -84,7 +84,6 @@ class RVOS(RecurrentVOS):
         kernel_size: ConvLSTM kernel; skip_kernel: kernel of the skip projections.
         max_objects: slots in zero-shot mode.
         frozen_bn, freeze_stages: backbone freezing options.
-        class_head: add an RSIS semantic class head (``num_classes`` logits per slot); off by default.
         reference: match every frame against each object's reference frame (see the module docs).
         ref_dim: channels of the reference embedding.
     """
@@ -101,8 +100,6 @@ class RVOS(RecurrentVOS):
         max_objects: int = 10,
         frozen_bn: bool = False,
         freeze_stages: int = 0,
-        class_head: bool = False,
-        num_classes: int = 21,
         reference: bool = False,
         ref_dim: int = 64,
     ) -> None:
@@ -112,8 +109,10 @@ class RVOS(RecurrentVOS):
         if mode not in MODES:
             raise RecvosError(f"RVOS mode must be one of {MODES} (got {mode!r})")
         if mode == "zero-shot" and variant == "T":
-            raise RecvosError("zero-shot RVOS needs spatial recurrence: use rvos-st or rvos-s (rvos-t slots "
-                              "are interchangeable without masks)")
+            raise RecvosError(
+                "zero-shot RVOS needs spatial recurrence: use rvos-st or rvos-s (rvos-t slots "
+                "are interchangeable without masks)"
+            )
         if hidden_size < 8 or hidden_size % 8:
             raise RecvosError(f"RVOS hidden_size must be a positive multiple of 8 (got {hidden_size})")
         if reference and mode != "one-shot":
@@ -124,11 +123,16 @@ class RVOS(RecurrentVOS):
             raise RecvosError(f"max_objects must be >= 1 (got {max_objects})")
         self.name = f"rvos-{variant.lower()}"
         self.config = {
-            "variant": variant, "mode": mode, "backbone": backbone,
+            "variant": variant,
+            "mode": mode,
+            "backbone": backbone,
             "backbone_weights": str(backbone_weights) if backbone_weights is not None else None,
-            "hidden_size": hidden_size, "kernel_size": kernel_size, "skip_kernel": skip_kernel,
-            "max_objects": max_objects, "frozen_bn": frozen_bn, "freeze_stages": freeze_stages,
-            "class_head": class_head, "num_classes": num_classes,
+            "hidden_size": hidden_size,
+            "kernel_size": kernel_size,
+            "skip_kernel": skip_kernel,
+            "max_objects": max_objects,
+            "frozen_bn": frozen_bn,
+            "freeze_stages": freeze_stages,
         }
         if reference:  # only when on, so checkpoints of models without it keep their exact config
             self.config.update(reference=True, ref_dim=ref_dim)
@@ -138,13 +142,17 @@ class RVOS(RecurrentVOS):
         self.uses_prev_masks = self.one_shot
         self.max_objects = max_objects
 
-        self.backbone = build_backbone(backbone, backbone_weights, frozen_bn=frozen_bn, freeze_stages=freeze_stages)
+        self.backbone = build_backbone(
+            backbone, backbone_weights, frozen_bn=frozen_bn, freeze_stages=freeze_stages
+        )
         h = hidden_size
         self.hidden_dims = (h, h // 2, h // 4, h // 8)
         self.skip_dims = (h, h, h // 2, h // 4)
         in_dims = tuple(reversed(self.backbone.channels))  # f32 .. f4
         self.skips = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(cin, cout, skip_kernel, padding=skip_kernel // 2, bias=False), nn.BatchNorm2d(cout))
+            nn.Sequential(
+                nn.Conv2d(cin, cout, skip_kernel, padding=skip_kernel // 2, bias=False), nn.BatchNorm2d(cout)
+            )
             for cin, cout in zip(in_dims, self.skip_dims, strict=True)
         )
         self.reference = reference
@@ -163,22 +171,27 @@ class RVOS(RecurrentVOS):
         self.mask_head = nn.Conv2d(self.hidden_dims[-1], 1, 1)
         pooled = sum(self.hidden_dims)
         self.objectness_head = None if self.one_shot else nn.Linear(pooled, 1)
-        self.class_head = nn.Linear(pooled, num_classes) if class_head else None
 
     # ---------------------------------------------------------------------------------------------------
     def init_state(self, frame: torch.Tensor, masks: torch.Tensor | None) -> RVOSState:
         """frame [B, 3, H, W]; masks [B, O, H, W] (one-shot) or None (zero-shot: O = max_objects)."""
         if self.one_shot:
             if masks is None:
-                raise ValueError("one-shot RVOS needs the first-frame masks [B, O, H, W]")
+                raise RecvosError(
+                    "one-shot RVOS needs the first-frame masks [B, O, H, W]; give masks or use a zero-shot model"
+                )
             num_objects = masks.shape[1]
         else:
             if masks is not None:
-                raise ValueError("zero-shot RVOS takes masks=None (it finds up to max_objects objects)")
+                raise RecvosError(
+                    "zero-shot RVOS takes no masks (it finds up to max_objects objects); use a one-shot model to follow given objects"
+                )
             num_objects = self.max_objects
         B = frame.shape[0]
         sizes = self.backbone.feature_sizes(*frame.shape[-2:])[::-1]
-        hidden = [frame.new_zeros(B, num_objects, c, *hw) for c, hw in zip(self.hidden_dims, sizes, strict=True)]
+        hidden = [
+            frame.new_zeros(B, num_objects, c, *hw) for c, hw in zip(self.hidden_dims, sizes, strict=True)
+        ]
         state = RVOSState(num_objects=num_objects, hidden=hidden, cell=[t.clone() for t in hidden])
         if self.ref_embed is not None:
             emb = self._embed(self.backbone(frame)[2])  # [B, E, h, w]
@@ -199,7 +212,7 @@ class RVOS(RecurrentVOS):
     def _embed(self, f16: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.ref_embed(f16), dim=1)
 
-    def _match(self, f16: torch.Tensor, state: RVOSState) -> torch.Tensor:
+    def match(self, f16: torch.Tensor, state: RVOSState) -> torch.Tensor:
         """Current f16 features [B, C, h, w] -> per-object [best fg, best bg] similarity maps [B, O, 2, h, w].
 
         A reference pixel counts as object to the degree of its (soft) mask: its similarity is lowered by
@@ -208,7 +221,9 @@ class RVOS(RecurrentVOS):
         """
         q = self._embed(f16)
         B, _, h, w = q.shape
-        sim = torch.einsum("bep,boeq->boqp", q.flatten(2), state.ref_emb.flatten(3).to(q.dtype))  # [B, O, Q, P]
+        sim = torch.einsum(
+            "bep,boeq->boqp", q.flatten(2), state.ref_emb.flatten(3).to(q.dtype)
+        )  # [B, O, Q, P]
         m = state.ref_mask.to(q.dtype).unsqueeze(-1)  # [B, O, Q, 1]
         fg = (sim - 2 * (1 - m)).amax(2)
         bg = (sim - 2 * m).amax(2)
@@ -238,28 +253,42 @@ class RVOS(RecurrentVOS):
         skips, feats = self._encode(frame)
         sizes = [tuple(s.shape[-2:]) for s in skips]
         if [tuple(t.shape[-2:]) for t in state.hidden] != sizes or state.hidden[0].shape[0] != B:
-            raise ValueError(f"frame {tuple(frame.shape)} does not match the state (made for another size/batch)")
+            raise RecvosError(
+                f"frame {tuple(frame.shape)} does not match the state (made for another size/batch)"
+            )
         shared = [cell.shared_gates(s) for cell, s in zip(self.cells, skips, strict=True)]
         masks: list[torch.Tensor | None] = [None] * 4
         if self.one_shot:
             if prev_masks is None or prev_masks.shape[:2] != (B, nobj):
-                raise ValueError(f"one-shot RVOS needs prev_masks [B={B}, O={nobj}, H, W]")
+                raise RecvosError(f"one-shot RVOS needs prev_masks [B={B}, O={nobj}, H, W]")
             pm = prev_masks.to(frame.dtype)
-            masks = [F.interpolate(pm, size=hw, mode="area").unsqueeze(2) for hw in sizes]  # [B, O, 1, H_l, W_l]
+            masks = [
+                F.interpolate(pm, size=hw, mode="area").unsqueeze(2) for hw in sizes
+            ]  # [B, O, 1, H_l, W_l]
             if self.ref_embed is not None:
                 if state.ref_emb is None:
-                    raise ValueError("this RVOS state has no reference (build it with this model's init_state)")
-                match = self._match(feats[2], state)  # [B, O, 2, h16, w16]
+                    raise RecvosError(
+                        "this RVOS state has no reference (build it with this model's init_state)"
+                    )
+                match = self.match(feats[2], state)  # [B, O, 2, h16, w16]
                 flat = match.flatten(0, 1)
                 masks = [
-                    torch.cat([m, F.interpolate(flat, size=hw, mode="bilinear", align_corners=False)
-                               .unflatten(0, (B, nobj)).to(m.dtype)], 2)
+                    torch.cat(
+                        [
+                            m,
+                            F.interpolate(flat, size=hw, mode="bilinear", align_corners=False)
+                            .unflatten(0, (B, nobj))
+                            .to(m.dtype),
+                        ],
+                        2,
+                    )
                     for m, hw in zip(masks, sizes, strict=True)
                 ]
 
         if self.variant == "T":
             hs, cs = self._decode(
-                shared, sizes,
+                shared,
+                sizes,
                 [None if m is None else m.flatten(0, 1) for m in masks],
                 [(h.flatten(0, 1), c.flatten(0, 1)) for h, c in zip(state.hidden, state.cell, strict=True)],
                 extras=[()] * 4,
@@ -282,12 +311,13 @@ class RVOS(RecurrentVOS):
 
         logits = self.mask_head(hs[-1].flatten(0, 1))  # [N, 1, H/4, W/4]
         logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False).view(B, nobj, H, W)
-        objectness, class_logits = self._slot_heads(hs, B, nobj, frame)
+        objectness = self._objectness(hs, B, nobj, frame)
         return StepOutput(
             logits=logits,
             objectness=objectness,
-            state=RVOSState(num_objects=nobj, hidden=hs, cell=cs, ref_emb=state.ref_emb, ref_mask=state.ref_mask),
-            class_logits=class_logits,
+            state=RVOSState(
+                num_objects=nobj, hidden=hs, cell=cs, ref_emb=state.ref_emb, ref_mask=state.ref_mask
+            ),
         )
 
     def _decode(
@@ -312,16 +342,9 @@ class RVOS(RecurrentVOS):
             cs.append(c)
         return hs, cs
 
-    def _slot_heads(
-        self, hs: list[torch.Tensor], B: int, nobj: int, ref: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Objectness [B, O] (ones in one-shot mode) and optional class logits [B, O, K]."""
-        if self.objectness_head is None and self.class_head is None:
-            return ref.new_ones(B, nobj), None
-        pooled = torch.cat([h.amax(dim=(-2, -1)) for h in hs], -1)  # [B, O, sum(C_l)]
+    def _objectness(self, hs: list[torch.Tensor], B: int, nobj: int, ref: torch.Tensor) -> torch.Tensor:
+        """Objectness [B, O]: ones in one-shot mode, else max-pooled hidden states of all levels -> FC -> sigmoid."""
         if self.objectness_head is None:
-            objectness = ref.new_ones(B, nobj)
-        else:
-            objectness = torch.sigmoid(self.objectness_head(pooled)).squeeze(-1)
-        class_logits = self.class_head(pooled) if self.class_head is not None else None
-        return objectness, class_logits
+            return ref.new_ones(B, nobj)
+        pooled = torch.cat([h.amax(dim=(-2, -1)) for h in hs], -1)  # [B, O, sum(C_l)]
+        return torch.sigmoid(self.objectness_head(pooled)).squeeze(-1)

@@ -27,8 +27,9 @@ from torch import nn
 
 from recvos.errors import RecvosError
 from recvos.models.backbones import DEFAULT_BACKBONE, build_backbone
-from recvos.models.base import RecurrentState, RecurrentVOS, StepOutput
-from recvos.models.convlstm import ConvLSTMCell
+from recvos.models.base import RecurrentVOS, StepOutput
+from recvos.models.convlstm import ConvLSTMCell, group_add
+from recvos.models.state import RecurrentState
 
 __all__ = ["S2S", "S2SState"]
 
@@ -41,13 +42,6 @@ class S2SState(RecurrentState):
     c: torch.Tensor
 
 
-def _group_add(x: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
-    """x [B * G, C, H, W] + shared [B, C, H, W] broadcast over each group of G consecutive items."""
-    if x.shape[0] == shared.shape[0]:
-        return x + shared
-    return (x.unflatten(0, (shared.shape[0], -1)) + shared.unsqueeze(1)).flatten(0, 1)
-
-
 class _DecoderStage(nn.Module):
     """Upsample to ``size``, then relu(conv3x3(cat[x, skip])) computed as conv_x(x) + conv_s(skip) so the
     skip term (shared by all objects of a frame) is computed once per frame."""
@@ -55,7 +49,9 @@ class _DecoderStage(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, skip_dim: int = 0, skip_proj: int = 0):
         super().__init__()
         self.conv_x = nn.Conv2d(in_dim, out_dim, 3, padding=1)
-        self.proj = nn.Sequential(nn.Conv2d(skip_dim, skip_proj, 1), nn.ReLU(inplace=True)) if skip_dim else None
+        self.proj = (
+            nn.Sequential(nn.Conv2d(skip_dim, skip_proj, 1), nn.ReLU(inplace=True)) if skip_dim else None
+        )
         self.conv_s = nn.Conv2d(skip_proj, out_dim, 3, padding=1, bias=False) if skip_dim else None
 
     def forward(self, x: torch.Tensor, size: tuple[int, int], skip: torch.Tensor | None) -> torch.Tensor:
@@ -63,7 +59,7 @@ class _DecoderStage(nn.Module):
         y = self.conv_x(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
         if self.proj is not None:
             assert skip is not None
-            y = _group_add(y, self.conv_s(self.proj(skip)))
+            y = group_add(y, self.conv_s(self.proj(skip)))
         return F.relu(y)
 
 
@@ -78,6 +74,7 @@ class S2S(RecurrentVOS):
         use_initializer, prev_mask_input: the paper's ablation switches (see the module docs).
         extra_channel_init: "mean" or "zero" for the initializer's mask filter.
         frozen_bn, freeze_stages: backbone freezing options (both backbones).
+        mode: "one-shot" only (accepted so that every model takes a mode).
     """
 
     def __init__(
@@ -91,18 +88,28 @@ class S2S(RecurrentVOS):
         extra_channel_init: str = "mean",
         frozen_bn: bool = False,
         freeze_stages: int = 0,
+        mode: str = "one-shot",
     ) -> None:
         super().__init__()
+        if mode != "one-shot":
+            raise RecvosError(
+                f"s2s is semi-supervised only (mode one-shot, got {mode!r}); use rvos-st for zero-shot"
+            )
         decoder_dims = tuple(int(d) for d in decoder_dims)
         if len(decoder_dims) != 5 or min(decoder_dims) < 1:
             raise RecvosError(f"S2S decoder_dims must be 5 positive widths (got {decoder_dims})")
         self.name = "s2s"
+        self.mode = "one-shot"
         self.config = {
             "backbone": backbone,
             "backbone_weights": str(backbone_weights) if backbone_weights is not None else None,
-            "hidden_size": hidden_size, "decoder_dims": decoder_dims, "use_initializer": use_initializer,
-            "prev_mask_input": prev_mask_input, "extra_channel_init": extra_channel_init,
-            "frozen_bn": frozen_bn, "freeze_stages": freeze_stages,
+            "hidden_size": hidden_size,
+            "decoder_dims": decoder_dims,
+            "use_initializer": use_initializer,
+            "prev_mask_input": prev_mask_input,
+            "extra_channel_init": extra_channel_init,
+            "frozen_bn": frozen_bn,
+            "freeze_stages": freeze_stages,
         }
         self.use_initializer = use_initializer
         self.prev_mask_input = prev_mask_input
@@ -141,7 +148,9 @@ class S2S(RecurrentVOS):
     def init_state(self, frame: torch.Tensor, masks: torch.Tensor | None) -> S2SState:
         """frame [B, 3, H, W]; masks [B, O, H, W] (required: S2S is semi-supervised only)."""
         if masks is None:
-            raise RecvosError("s2s is semi-supervised only: give first-frame masks (use rvos-st for zero-shot)")
+            raise RecvosError(
+                "s2s is semi-supervised only: give first-frame masks (use rvos-st for zero-shot)"
+            )
         B, nobj = masks.shape[:2]
         H, W = frame.shape[-2:]
         masks = masks.to(frame.dtype)
@@ -163,14 +172,16 @@ class S2S(RecurrentVOS):
         nobj = state.num_objects
         f4, f8, f16, f32 = self.encoder(frame)
         if tuple(state.h.shape[-2:]) != tuple(f32.shape[-2:]) or state.h.shape[0] != B:
-            raise ValueError(f"frame {tuple(frame.shape)} does not match the state (made for another size/batch)")
+            raise RecvosError(
+                f"frame {tuple(frame.shape)} does not match the state (made for another size/batch)"
+            )
         x_shared = self.encoder_conv(f32)  # [B, hidden, h, w]
         hc = (state.h.flatten(0, 1), state.c.flatten(0, 1))
         if self.mask_conv is not None:
             if prev_masks is None or prev_masks.shape[:2] != (B, nobj):
-                raise ValueError(f"s2s with prev_mask_input needs prev_masks [B={B}, O={nobj}, H, W]")
+                raise RecvosError(f"s2s with prev_mask_input needs prev_masks [B={B}, O={nobj}, H, W]")
             m = F.interpolate(prev_masks.to(frame.dtype), size=f32.shape[-2:], mode="area")
-            x = F.relu(_group_add(self.mask_conv(m.flatten(0, 1).unsqueeze(1)), x_shared))
+            x = F.relu(group_add(self.mask_conv(m.flatten(0, 1).unsqueeze(1)), x_shared))
             h, c = self.cell(x, hc)
         else:
             h, c = self.cell(None, hc, shared_gates=self.cell.shared_gates(F.relu(x_shared)))

@@ -30,8 +30,11 @@ class KeyMismatch:
         def few(keys: list[str]) -> str:
             return ", ".join(keys[:3]) + (f", ... ({len(keys)} in all)" if len(keys) > 3 else "")
 
-        kinds = (("missing keys", self.missing), ("unexpected keys", self.unexpected),
-                 ("shape mismatch", self.wrong_shape))
+        kinds = (
+            ("missing keys", self.missing),
+            ("unexpected keys", self.unexpected),
+            ("shape mismatch", self.wrong_shape),
+        )
         return "; ".join(f"{label}: {few(keys)}" for label, keys in kinds if keys)
 
 
@@ -45,7 +48,10 @@ def key_mismatch(own: Mapping[str, torch.Tensor], other: Mapping[str, torch.Tens
 
 
 def require_match(
-    own: Mapping[str, torch.Tensor], other: Mapping[str, torch.Tensor], source: str, fix: str,
+    own: Mapping[str, torch.Tensor],
+    other: Mapping[str, torch.Tensor],
+    source: str,
+    fix: str,
     allow_missing: bool = False,
 ) -> KeyMismatch:
     """Raise :class:`RecvosError` ``"<source>: <summary>; <fix>"`` unless ``other`` fits ``own`` (missing keys
@@ -61,5 +67,7 @@ def count_parameters(modules: nn.Module | Iterable[nn.Module], trainable_only: b
     """Number of parameters of one or several modules (shared tensors counted once)."""
     if isinstance(modules, nn.Module):
         modules = [modules]
-    seen = {id(p): p.numel() for m in modules for p in m.parameters() if p.requires_grad or not trainable_only}
+    seen = {
+        id(p): p.numel() for m in modules for p in m.parameters() if p.requires_grad or not trainable_only
+    }
     return sum(seen.values())

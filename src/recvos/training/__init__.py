@@ -19,7 +19,7 @@ _LAZY = {
     "TrainResult": "recvos.training.trainer",
     "train": "recvos.training.trainer",
     "resume_config": "recvos.training.trainer",
-    "validate": "recvos.training.trainer",
+    "validate": "recvos.training.validation",
     "CheckpointManager": "recvos.training.checkpoint",
     "atomic_save": "recvos.training.checkpoint",
     "load_training_checkpoint": "recvos.training.checkpoint",

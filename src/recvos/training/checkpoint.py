@@ -1,7 +1,7 @@
 """Training checkpoints: atomic writes, rotation (last K + best), RNG state capture, strict loading.
 
 A training checkpoint is a dict with the model factory's keys (``format``, ``model_name``, ``model_config``,
-``state_dict``, so :func:`recvos.models.factory.load_checkpoint` reads it) plus ``optimizer``, ``scheduler``,
+``state_dict``, so :func:`recvos.models.loading.load_checkpoint` reads it) plus ``optimizer``, ``scheduler``,
 ``scaler``, ``step``, ``rng``, ``sampler`` and the resolved ``config``. Everything is plain tensors, numbers,
 strings, lists and dicts so it loads with ``torch.load(weights_only=True)``.
 """
@@ -9,7 +9,6 @@ strings, lists and dicts so it loads with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
 import shutil
@@ -20,43 +19,19 @@ import numpy as np
 import torch
 
 from recvos.errors import RecvosError
+from recvos.fileio import atomic_path, atomic_torch_save, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
 _STEP_RE = re.compile(r"^step_(\d{8,})\.pt$")
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``.
-
-    On any OSError (full disk, permissions) the temp file is removed, whatever was at ``path`` before is left
-    untouched, and a RecvosError names the file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """``torch.save`` to ``path`` atomically (:func:`recvos.fileio.atomic_torch_save`). On any OSError (full
+    disk, permissions) whatever was at ``path`` before is left untouched and a RecvosError names the file."""
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        atomic_torch_save(obj, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise RecvosError(
             f"could not write checkpoint {path} ({e.strerror or e}); the previous checkpoint is kept — free disk "
             "space or choose another --out"
@@ -71,7 +46,9 @@ def load_training_checkpoint(path: str | Path, map_location: str | torch.device 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for corrupt files
-        raise RecvosError(f"checkpoint {path} is unreadable ({e.__class__.__name__}); delete it to resume from an earlier one") from e
+        raise RecvosError(
+            f"checkpoint {path} is unreadable ({e.__class__.__name__}); delete it to resume from an earlier one"
+        ) from e
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise RecvosError(f"checkpoint {path} is not a recvos checkpoint (no state_dict)")
     return ckpt
@@ -101,14 +78,20 @@ def set_rng_state(state: dict) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        ("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         cuda = state["cuda"]
         if len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
         else:
-            log.warning("CUDA RNG states saved for %d devices, %d present: not restored", len(cuda), torch.cuda.device_count())
+            log.warning(
+                "CUDA RNG states saved for %d devices, %d present: not restored",
+                len(cuda),
+                torch.cuda.device_count(),
+            )
 
 
 class CheckpointManager:
@@ -145,26 +128,20 @@ class CheckpointManager:
         return path
 
     def save_best(self, step_path: Path) -> Path:
-        """Make ``best.pt`` a copy of an already written step checkpoint (hard link when possible, atomic)."""
-        tmp = self.dir / f".best.pt.{os.getpid()}.tmp"
-        tmp.unlink(missing_ok=True)
+        """Make ``best.pt`` a copy of an already written step checkpoint (atomic)."""
         try:
-            try:
-                os.link(step_path, tmp)
-            except OSError:
+            with atomic_path(self.best_path) as tmp:
                 shutil.copyfile(step_path, tmp)
-            os.replace(tmp, self.best_path)
-            _fsync_dir(self.dir)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise RecvosError(f"could not write {self.best_path} ({e.strerror or e}); the previous best is kept") from e
+            raise RecvosError(
+                f"could not write {self.best_path} ({e.strerror or e}); the previous best is kept"
+            ) from e
         return self.best_path
 
     def clean_temp(self) -> None:
         """Remove temp files left by a crash during a write."""
         if self.dir.is_dir():
-            for p in self.dir.glob(".*.tmp"):
-                p.unlink(missing_ok=True)
+            remove_stale_temps(self.dir)
 
     def latest(self, map_location: str | torch.device = "cpu") -> tuple[dict, Path] | None:
         """The newest readable step checkpoint (an unreadable one is skipped with a warning), or None."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,45 +19,26 @@ from typing import Any
 
 import yaml
 
+from recvos.data.clips import CompositeOptions, SourceMix, SyntheticOptions
 from recvos.errors import RecvosError
+from recvos.fileio import atomic_write
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class ModelConfig:
     name: str = "rvos-st"
-    #: keyword arguments of build_model (backbone, backbone_weights, max_objects, widths, ...)
+    #: keyword arguments of build_model (mode, backbone, backbone_weights, max_objects, widths, ...); the
+    #: task trained is the model's ``mode`` ("one-shot" by default, "zero-shot" for rvos-st/rvos-s)
     options: dict[str, Any] = field(default_factory=dict)
     #: warm start: a recvos checkpoint (.pt or .pt.gz) whose weights initialise a new run (not used when
-    #: resuming); see :func:`recvos.models.factory.warm_start`
+    #: resuming); see :func:`recvos.models.loading.warm_start`
     init_from: str | None = None
 
-
-@dataclass
-class SyntheticConfig:
-    #: number of distinct synthetic videos (seeds 0..pool-1, offset by train.seed)
-    pool: int = 64
-    num_frames: int = 16
-    size: list[int] = field(default_factory=lambda: [96, 128])
-    num_objects: int = 2
-
-
-@dataclass
-class CompositeConfig:
-    #: objects pasted onto a base video (uniform in [min_pasted, max_pasted])
-    min_pasted: int = 1
-    max_pasted: int = 2
-    #: size of a pasted object relative to its donor video, and the max offset as a fraction of the frame
-    scale: list[float] = field(default_factory=lambda: [0.4, 0.9])
-    max_offset: float = 0.35
-
-
-@dataclass
-class MixConfig:
-    """Relative frequencies of the clip sources (normalised; a source with no data must have 0)."""
-
-    real: float = 1.0
-    composite: float = 0.0
-    synthetic: float = 0.0
+    @property
+    def zero_shot(self) -> bool:
+        return self.options.get("mode", "one-shot") == "zero-shot"
 
 
 @dataclass
@@ -82,9 +64,9 @@ class DataConfig:
     #: clips per epoch of the sampler (the sampler reshuffles every epoch)
     clips_per_epoch: int = 2000
     num_workers: int = 2
-    mix: MixConfig = field(default_factory=MixConfig)
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    composite: CompositeConfig = field(default_factory=CompositeConfig)
+    mix: SourceMix = field(default_factory=SourceMix)
+    synthetic: SyntheticOptions = field(default_factory=SyntheticOptions)
+    composite: CompositeOptions = field(default_factory=CompositeOptions)
 
 
 @dataclass
@@ -150,19 +132,19 @@ class ValConfig:
     #: keep only these sequence names (empty: all) / drop these
     sequences: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
-    #: every M steps (0: off); at most this many sequences and frames, at this size [H, W]
+    #: every M steps (0: off); at most this many sequences and frames of each, segmented exactly as
+    #: ``recvos segment`` does (the Segmenter, frames at ``max_size`` on the shorter side, masks scored at
+    #: the annotation size)
     every: int = 0
     max_sequences: int = 5
     max_frames: int = 30
-    size: list[int] = field(default_factory=lambda: [240, 427])
+    max_size: int = 240
     #: use the synthetic generator as the held-out set when no dataset is given (seeds disjoint from training)
     synthetic: int = 0
 
 
 @dataclass
 class TrainConfig:
-    #: "one-shot" (first-frame masks given) or "zero-shot" (slots matched to objects)
-    task: str = "one-shot"
     steps: int = 10000
     #: end the run after this step although the lr schedule spans ``steps`` (null: run all ``steps``)
     stop_at: int | None = None
@@ -198,7 +180,6 @@ class Config:
 
 
 _CHOICES = {
-    "train.task": ("one-shot", "zero-shot"),
     "train.amp": ("none", "bf16", "fp16"),
     "optim.schedule": ("cosine", "constant"),
     "data.frames": ("all", "annotated"),
@@ -219,7 +200,9 @@ def _all_keys(cls: type, prefix: str = "") -> list[str]:
 
 def _unknown(key: str, where: str) -> RecvosError:
     close = difflib.get_close_matches(key, _all_keys(Config), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; see the keys of recvos.training.config.Config"
+    hint = (
+        f"; did you mean {', '.join(close)}?" if close else "; see the keys of recvos.training.config.Config"
+    )
     return RecvosError(f"unknown config key {key!r} in {where}{hint}")
 
 
@@ -286,13 +269,33 @@ def _apply(obj: Any, data: dict, prefix: str, where: str) -> None:
             setattr(obj, k, _coerce(v, tp, key, where))
 
 
+def _migrate(data: dict, where: str) -> dict:
+    """Keys of older configs (saved run directories) in today's form: ``train.task`` -> ``model.options.mode``,
+    ``val.size`` [H, W] -> ``val.max_size`` (its shorter side)."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    train, val = data.get("train"), data.get("val")
+    if isinstance(train, dict) and "task" in train:
+        task = train.pop("task")
+        model = data.setdefault("model", {})
+        options = model.setdefault("options", {}) if isinstance(model, dict) else None
+        if isinstance(options, dict) and "mode" not in options and task != "one-shot":
+            options["mode"] = task
+        log.info("%s: train.task is now model.options.mode", where)
+    if isinstance(val, dict) and "size" in val:
+        size = val.pop("size")
+        if isinstance(size, (list, tuple)) and size and "max_size" not in val:
+            val["max_size"] = min(int(v) for v in size)
+        log.info("%s: val.size is now val.max_size (the shorter side)", where)
+    return data
+
+
 def config_from_dict(data: dict, where: str = "config") -> Config:
     """Defaults updated by a nested dict (e.g. a parsed YAML preset); unknown keys raise RecvosError."""
     cfg = Config()
     if data:
         if not isinstance(data, dict):
             raise RecvosError(f"{where} must be a YAML mapping of sections (model:, data:, train:, ...)")
-        _apply(cfg, data, "", where)
+        _apply(cfg, _migrate(data, where), "", where)
     return validate_config(cfg)
 
 
@@ -346,7 +349,12 @@ def validate_config(cfg: Config) -> Config:
         v = getattr(getattr(cfg, sect), name)
         if v not in choices:
             raise RecvosError(f"config key {key!r} must be one of {', '.join(choices)}, got {v!r}")
-    for key in ("data.size", "val.size", "data.synthetic.size"):
+    mode = cfg.model.options.get("mode", "one-shot")
+    if mode not in ("one-shot", "zero-shot"):
+        raise RecvosError(f"config key 'model.options.mode' must be one-shot or zero-shot, got {mode!r}")
+    if cfg.val.max_size < 8:
+        raise RecvosError(f"config key 'val.max_size' must be >= 8, got {cfg.val.max_size}")
+    for key in ("data.size", "data.synthetic.size"):
         obj: Any = cfg
         for p in key.split("."):
             obj = getattr(obj, p)
@@ -357,10 +365,15 @@ def validate_config(cfg: Config) -> Config:
         raise RecvosError(f"config key 'data.num_frames' must be >= 1, got {d.num_frames}")
     if d.num_frames_max is not None and d.num_frames_max < d.num_frames:
         raise RecvosError("config key 'data.num_frames_max' must be >= data.num_frames (or null)")
-    for key, v in (("data.max_stride", d.max_stride), ("data.max_objects", d.max_objects),
-                   ("train.batch_size", t.batch_size), ("train.accumulate", t.accumulate),
-                   ("train.steps", t.steps), ("data.clips_per_epoch", d.clips_per_epoch),
-                   ("train.keep_last", t.keep_last)):
+    for key, v in (
+        ("data.max_stride", d.max_stride),
+        ("data.max_objects", d.max_objects),
+        ("train.batch_size", t.batch_size),
+        ("train.accumulate", t.accumulate),
+        ("train.steps", t.steps),
+        ("data.clips_per_epoch", d.clips_per_epoch),
+        ("train.keep_last", t.keep_last),
+    ):
         if v < 1:
             raise RecvosError(f"config key {key!r} must be >= 1, got {v}")
     if t.stop_at is not None and t.stop_at < 1:
@@ -379,7 +392,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         where = str(path)
         if not path.is_file():
-            raise RecvosError(f"config file {path} does not exist; pass a preset from configs/ (e.g. configs/smoke_synthetic.yaml)")
+            raise RecvosError(
+                f"config file {path} does not exist; pass a preset from configs/ (e.g. configs/smoke_synthetic.yaml)"
+            )
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
@@ -390,7 +405,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (atomic)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    tmp.replace(path)
+    with atomic_write(path, "w") as f:
+        f.write(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -1,0 +1,47 @@
+"""What one training clip computes: the model's loop over the clip (:class:`ClipModel`, the module DDP
+wraps) and where the loss looks (:func:`loss_weights`)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recvos.models.base import RecurrentVOS
+from recvos.models.feed import ClipFeed, first_valid
+
+__all__ = ["ClipModel", "loss_weights"]
+
+
+class ClipModel(nn.Module):
+    """A :class:`RecurrentVOS` run over a batch of clips by its own ``unroll`` with a
+    :class:`~recvos.models.feed.ClipFeed`, so DDP sees one ``forward`` per batch.
+
+    ``teacher=True``: ground-truth previous masks where known; ``False``: the model's own (Mask-ST+).
+    """
+
+    def __init__(self, model: RecurrentVOS) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, frames: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor, teacher: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames [B,T,3,H,W], masks [B,T,O,H,W], valid [B,T,O] -> (logits [B,T,O',H,W], objectness [B,T,O'])
+        with O' = O one-shot, ``max_objects`` zero-shot."""
+        zero_shot = self.model.mode == "zero-shot"
+        feed = ClipFeed(zero_shot=True) if zero_shot else ClipFeed(masks, valid, teacher=teacher)
+        out = self.model.unroll_clip(frames, feed)
+        return out.logits, out.objectness
+
+
+def loss_weights(
+    valid: torch.Tensor, present: torch.Tensor, zero_shot: bool, first_frame: bool
+) -> torch.Tensor:
+    """Where the mask loss applies: valid [B,T,O], present [B,O] -> bool [B,T,O].
+
+    One-shot without ``first_frame``: not on an object's first valid frame (its mask is the model's input).
+    """
+    w = valid & present[:, None, :]
+    if not zero_shot and not first_frame:
+        w = w & ~first_valid(w)
+    return w
