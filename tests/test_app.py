@@ -49,26 +49,32 @@ def zckpt(tmp_path_factory) -> Path:
     return path
 
 
-def reference_masks(ckpt: Path, video: Path) -> dict[int, np.ndarray]:
+def reference_masks(
+    ckpt: Path,
+    video: Path,
+    box: tuple[float, ...] = BOX,
+    click_frame: int = CLICK_FRAME,
+    click: tuple[float, float] = CLICK,
+) -> dict[int, np.ndarray]:
     """What the Python API gives for the app's flow: a box on frame 0 for object 1, propagate; a positive
-    click for object 1 on CLICK_FRAME (refining its propagated mask), propagate again from that frame."""
+    click for object 1 on ``click_frame`` (refining its propagated mask), propagate again from that frame."""
     from recvos import load_model, open_frames
     from recvos.prompts import mask_from_prompts
 
     seg = load_model(ckpt)
     with open_frames(video) as src:
         frames = list(src)
-    out = {t: ids for t, _, ids in _propagate(seg, video, {0: {1: mask_from_prompts(frames[0], box=BOX)}})}
-    base = out[CLICK_FRAME] == 1
+    out = {t: ids for t, _, ids in _propagate(seg, video, {0: {1: mask_from_prompts(frames[0], box=box)}})}
+    base = out[click_frame] == 1
     m = mask_from_prompts(
-        frames[CLICK_FRAME], points=[CLICK], labels=[1], previous=base if base.any() else None
+        frames[click_frame], points=[click], labels=[1], previous=base if base.any() else None
     )
-    ids = out[CLICK_FRAME].copy()
+    ids = out[click_frame].copy()
     ids[ids == 1] = 0
     ids[m] = 1
     first = {int(o): ids == o for o in np.unique(ids) if o > 0}
-    for t, _, new in _propagate(seg, frames[CLICK_FRAME:], {0: first}):
-        out[CLICK_FRAME + t] = new
+    for t, _, new in _propagate(seg, frames[click_frame:], {0: first}):
+        out[click_frame + t] = new
     return out
 
 

@@ -198,6 +198,14 @@ async function pollJob() {
 }
 
 // ------------------------------------------------------------------------------------------- actions
+function fitCanvas() {  // as large as the column allows, but whole in the window
+  if (!state.video) return;
+  const cv = $("canvas");
+  const room = Math.max(200, window.innerHeight - cv.parentElement.getBoundingClientRect().top - 70);
+  const width = Math.min(cv.parentElement.clientWidth, 960, room * state.video.width / state.video.height);
+  cv.style.width = `${Math.floor(width)}px`;
+}
+
 function videoOpened(info) {
   state.video = info;
   state.objects = new Set([1]);
@@ -208,6 +216,7 @@ function videoOpened(info) {
   cv.height = info.height;
   $("frame-slider").max = info.num_frames - 1;
   $("workspace").hidden = false;
+  fitCanvas();
   $("video-info").textContent = `${info.name}: ${info.num_frames} frames, ${info.width}x${info.height}`;
   say(`opened ${info.name}`, true);
   renderObjects();
@@ -336,6 +345,7 @@ async function main() {
     pingTimer = setInterval(() => api("ping").catch(() => {}), state.session.heartbeat_s * 1000);
     window.addEventListener("pagehide", () => navigator.sendBeacon(`/api/s/${state.session.id}/close`));
     setupCanvas();
+    window.addEventListener("resize", fitCanvas);
     setupControls();
     renderObjects();
   } catch (e) {
