@@ -72,9 +72,10 @@ def server(ckpt, tmp_path) -> Iterator[tuple[str, object]]:
 
 
 @pytest.fixture
-def browser(tmp_path):
+def browser(tmp_path, monkeypatch):
     from selenium.webdriver.chrome.service import Service
 
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never fetch a browser or driver
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     opts = webdriver.ChromeOptions()
