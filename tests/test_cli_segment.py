@@ -186,3 +186,20 @@ def test_real_bear_video(tmp_path, shared_data, ckpt):
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == 82
     assert read_mask(pngs[-1]).shape == (480, 854)
+
+
+def test_segment_from_a_box_and_clicks(tmp_path, video, ckpt):
+    """--box (and --points) on frame K give object 1 there: the prompted frame's mask is the prompt's mask."""
+    path, gt = video
+    ids = read_mask(gt / "00002.png")
+    ys, xs = np.nonzero(ids == 1)
+    box = f"{xs.min()},{ys.min()},{xs.max() + 1},{ys.max() + 1}"
+    out = tmp_path / "box"
+    assert run(path, "--box", box, "--frame", 2, "-o", out, "--model", ckpt) == 0
+    assert not read_mask(out / "00001.png").any()  # the object starts on its frame
+    prompted = read_mask(out / "00002.png") == 1
+    assert prompted.any() and not prompted[: ys.min()].any() and not prompted[ys.max() + 1 :].any()
+    cy, cx = int(np.median(ys)), int(np.median(xs))
+    assert run(path, "--points", f"{cx},{cy},+", "--box", box, "-o", tmp_path / "both", "--model", ckpt) == 0
+    assert run(path, "--box", "10,10,10,40", "-o", tmp_path / "bad", "--model", ckpt) == 2  # zero-area box
+    assert run(path, "--box", box, "--mask", gt / "00000.png", "-o", tmp_path / "two", "--model", ckpt) == 2

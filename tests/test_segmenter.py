@@ -411,3 +411,19 @@ def test_object_added_later_is_matched_against_its_own_frame(clip):
     seg.add_mask(state, 3, {2: clip.masks[3] == 2})
     seen = {idx: ids for idx, ids, _ in seg.propagate(state)}
     assert seen[2] == [1] and seen[5] == [1, 2]
+
+
+def test_add_prompt_box_refines_and_propagates(seg, clip):
+    """A box becomes the object's mask on its frame (inside the box), and the object is tracked from there."""
+    ids = clip.masks[1]
+    ys, xs = np.nonzero(ids == 2)
+    state = seg.init_state(list(clip.frames))
+    m = seg.add_prompt(state, 1, 7, box=(xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+    assert m.shape == ids.shape and m.any()
+    assert not m[: ys.min()].any() and not m[:, xs.max() + 1 :].any()
+    assert state.object_ids == [7]
+    out = {t: (obj_ids, masks) for t, obj_ids, masks in seg.propagate(state)}
+    assert out[0][0] == [] and out[1][0] == [7]
+    np.testing.assert_array_equal(out[1][1] == 7, m)
+    with pytest.raises(RecvosError, match="zero area|empty"):
+        seg.add_prompt(state, 1, 8, box=(5, 5, 5, 20))

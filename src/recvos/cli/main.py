@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "evaluate": "recvos.cli.evaluate",
     "train": "recvos.cli.train",
     "models": "recvos.cli.models",
+    "app": "recvos.cli.app",
 }
 
 

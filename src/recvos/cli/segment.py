@@ -25,6 +25,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="folder of object-id PNGs named after their frames (objects may appear later)",
     )
     g.add_argument("--zero-shot", action="store_true", help="discover objects without masks")
+    p.add_argument(
+        "--box",
+        metavar="X0,Y0,X1,Y1",
+        help="the object as a box in frame pixels (instead of a mask; object id 1)",
+    )
+    p.add_argument(
+        "--points",
+        metavar='"x,y,+;x,y,-"',
+        help="the object as clicks in frame pixels, + on the object, - on the background (with or without --box)",
+    )
+    p.add_argument("--frame", type=int, default=0, help="frame of --box/--points (default: 0)")
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder for the mask PNGs")
     p.add_argument(
         "--overlay", metavar="OUT.mp4", help="also write an H.264 video with the masks drawn over the frames"
@@ -46,6 +57,14 @@ def run(args: argparse.Namespace) -> int:
     from recvos.inference.pipelines import segment_to_folder
     from recvos.inference.segmenter import load_model
 
+    prompt = None
+    if args.box is not None or args.points is not None:
+        from recvos.inference.pipelines import BoxOrClicks
+        from recvos.prompts import parse_box, parse_points
+
+        points, labels = parse_points(args.points) if args.points is not None else (None, None)
+        box = parse_box(args.box) if args.box is not None else None
+        prompt = BoxOrClicks(frame=args.frame, box=box, points=points, labels=labels)
     kind = "zero-shot" if args.zero_shot else "one-shot"
     seg = load_model(
         args.model,
@@ -64,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
                 args.output,
                 mask=args.mask,
                 masks_dir=args.masks,
+                prompt=prompt,
                 overlay=args.overlay,
                 zero_shot=args.zero_shot,
                 online_steps=args.online_steps,

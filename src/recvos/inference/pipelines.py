@@ -77,6 +77,17 @@ def masks_from_dir(state: InferenceState, folder: Path) -> dict[int, Path]:
     return out
 
 
+@dataclass
+class BoxOrClicks:
+    """One object given on frame ``frame`` as a box (x0, y0, x1, y1) and/or clicks [(x, y)] with labels
+    (1 object, 0 background), in the frame's pixels (``recvos segment --box/--points``)."""
+
+    frame: int = 0
+    box: tuple[float, float, float, float] | None = None
+    points: list[tuple[float, float]] | None = None
+    labels: list[int] | None = None
+
+
 def segment_to_folder(
     seg: Segmenter,
     source: Any,
@@ -84,6 +95,7 @@ def segment_to_folder(
     *,
     mask: str | os.PathLike | None = None,
     masks_dir: str | os.PathLike | None = None,
+    prompt: BoxOrClicks | None = None,
     overlay: str | os.PathLike | None = None,
     zero_shot: bool = False,
     online_steps: int = 0,
@@ -91,14 +103,20 @@ def segment_to_folder(
     progress: Progress | None = None,
 ) -> RunReport:
     """Segment one video (file, folder or FrameSource) into ``out_dir/<frame name>.png`` (DAVIS palette, the
-    frames' size), optionally with an overlay mp4. Masks written before an error stay on disk."""
+    frames' size), optionally with an overlay mp4. Objects come from a first-frame mask, a folder of masks,
+    or a box/clicks (object id 1); none with ``zero_shot``. Masks written before an error stay on disk."""
     out = Path(out_dir)
-    if not zero_shot and mask is None and masks_dir is None:
-        raise RecvosError("give the objects with --mask FIRST.png or --masks DIR, or use --zero-shot")
-    if zero_shot and (mask is not None or masks_dir is not None):
-        raise RecvosError("--zero-shot takes no masks; drop --mask/--masks or --zero-shot")
-    if mask is not None and masks_dir is not None:
-        raise RecvosError("give either --mask or --masks, not both")
+    given = [
+        g for g, v in (("--mask", mask), ("--masks", masks_dir), ("--box/--points", prompt)) if v is not None
+    ]
+    if not zero_shot and not given:
+        raise RecvosError(
+            "give the objects with --mask FIRST.png, --masks DIR or --box X0,Y0,X1,Y1, or use --zero-shot"
+        )
+    if zero_shot and given:
+        raise RecvosError(f"--zero-shot takes no objects; drop {given[0]} or --zero-shot")
+    if len(given) > 1:
+        raise RecvosError(f"give the objects one way: {' or '.join(given)}, not both")
     if overlay is not None and Path(overlay).resolve().parent == out.resolve():
         raise RecvosError(f"{overlay}: write the overlay outside the mask folder {out}")
     state = seg.init_state(source)
@@ -108,6 +126,8 @@ def segment_to_folder(
         elif masks_dir is not None:
             for idx, p in sorted(masks_from_dir(state, Path(masks_dir)).items()):
                 seg.add_mask(state, idx, p)
+        elif prompt is not None:
+            seg.add_prompt(state, prompt.frame, 1, box=prompt.box, points=prompt.points, labels=prompt.labels)
         check_output_dir(out, overwrite)
         ft = seg.finetune(state, steps=online_steps) if online_steps > 0 else 0.0
         writer = OverlayWriter(overlay, fps=state.fps) if overlay is not None else None

@@ -27,7 +27,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -426,33 +426,85 @@ class Segmenter:
         )
         return result.seconds
 
+    def read_frames(self, state: InferenceState, wanted: Iterable[int]) -> dict[int, np.ndarray]:
+        """The frames ``wanted`` (uint8 RGB [H, W, 3]) read from the video without propagating; a one-shot
+        iterator source can only give its first frame (read by ``init_state``)."""
+        wanted = sorted(set(int(t) for t in wanted))
+        if state.running:
+            raise RecvosError("frames cannot be read while the state is being propagated")
+        frames: dict[int, np.ndarray] = {}
+        if not wanted:
+            return frames
+        if state.iterator is not None:
+            if state.peeked is not None and 0 in wanted:
+                frames[0] = state.peeked
+            return frames
+        it = iter(state.source)
+        try:
+            for t, frame in enumerate(it):
+                if t in wanted:
+                    frames[t] = check_frame(frame, t, state.frame_size)
+                if t >= wanted[-1]:
+                    break
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+        return frames
+
+    def add_prompt(
+        self,
+        state: InferenceState,
+        frame_idx: int,
+        obj_id: int,
+        *,
+        box: Sequence[float] | None = None,
+        points: Sequence[Sequence[float]] | None = None,
+        labels: Sequence[int] | None = None,
+        scribbles: Sequence[Any] | None = None,
+        method: str = "grabcut",
+    ) -> np.ndarray:
+        """Give object ``obj_id`` on frame ``frame_idx`` as a box (x0, y0, x1, y1) and/or clicks (x, y) with
+        labels (1 object, 0 background) in the frame's pixels, turned into a mask by
+        :func:`recvos.prompts.mask_from_prompts` (an earlier mask of the object on that frame is refined) and
+        added like :meth:`add_mask`. Returns the mask, bool at the frame size."""
+        from recvos.prompts import mask_from_prompts
+
+        frame = self.read_frames(state, [frame_idx]).get(int(frame_idx))
+        if frame is None:
+            raise RecvosError(
+                f"add_prompt: frame {frame_idx} cannot be read (beyond the video, or frames given "
+                "as a one-shot iterator); pass a path, FrameSource or list"
+            )
+        before = state.prompts.get(int(frame_idx), {}).get(int(obj_id))
+        mask = mask_from_prompts(
+            frame,
+            box=box,
+            points=points,
+            labels=labels,
+            scribbles=scribbles,
+            method=method,
+            previous=None if before is None else resize_binary(before, frame.shape[:2]),
+        )
+        if not mask.any():
+            raise RecvosError(
+                f"add_prompt: the prompts gave an empty mask for object {obj_id} on frame "
+                f"{frame_idx}; draw a larger box or add a positive click on the object"
+            )
+        self.add_mask(state, frame_idx, {int(obj_id): mask})
+        return mask
+
     def _annotated_frames(self, state: InferenceState) -> list[tuple[np.ndarray, np.ndarray]]:
         """(frame uint8 [H, W, 3], ids int [H_out, W_out] over 1..K for the frame's objects) per prompted frame."""
         if not state.prompts:
             raise RecvosError("finetune needs masks: call add_mask(state, frame_idx, mask) first")
         if state.running:
             raise RecvosError("finetune cannot run while the state is being propagated")
-        wanted = sorted(state.prompts)
-        frames: dict[int, np.ndarray] = {}
-        if state.iterator is not None:  # a one-shot iterator: only the peeked first frame is available
-            if state.peeked is not None and 0 in state.prompts:
-                frames[0] = state.peeked
-            if len(frames) < len(wanted):
-                log.warning(
-                    "finetune: frames were given as an iterator; using the annotated frames read so far only"
-                )
-        else:
-            it = iter(state.source)
-            try:
-                for t, frame in enumerate(it):
-                    if t in state.prompts:
-                        frames[t] = check_frame(frame, t, state.frame_size)
-                    if t >= wanted[-1]:
-                        break
-            finally:
-                close = getattr(it, "close", None)
-                if close is not None:
-                    close()
+        frames = self.read_frames(state, state.prompts)
+        if state.iterator is not None and len(frames) < len(state.prompts):
+            log.warning(
+                "finetune: frames were given as an iterator; using the annotated frames read so far only"
+            )
         if not frames:
             raise RecvosError("finetune: no annotated frame could be read; add a mask on frame 0")
         samples = []
