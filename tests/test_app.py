@@ -41,7 +41,8 @@ def video(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def zckpt(tmp_path_factory) -> Path:
-    from recvos.models.factory import build_model, save_model
+    from recvos.models.factory import build_model
+    from recvos.models.loading import save_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("zckpt") / "tiny-zero.pt"
