@@ -227,3 +227,54 @@ def test_reference_variants_shapes_and_checkpoint_roundtrip(name, tmp_path, unro
 def test_reference_is_one_shot_only():
     with pytest.raises(RecvosError, match="one-shot"):
         tiny("rvos-st", mode="zero-shot", reference=True)
+
+
+# --- matching memory ---------------------------------------------------------------------------------------
+def test_memory_warm_start_is_exact_and_memory_stays_bounded(unroll):
+    """A reference model warm-starts a memory model with identical outputs (new inputs at zero); the memory
+    holds K frames however long the video, oldest dropped first."""
+    from recvos.models.feed import FirstFrameFeed
+
+    old = tiny("rvos-st", reference=True, ref_dim=8).eval()
+    new = tiny("rvos-st", reference=True, ref_dim=8, memory=2).eval()
+    sd = new.adapt_state_dict(old.state_dict())
+    missing = new.load_state_dict(sd, strict=False).missing_keys
+    assert missing == ["mem_log_scale"]
+    frames, masks = clip(B=1, T=5, O=2)
+    with torch.no_grad():
+        a = unroll(old, frames, masks, teacher=False).logits
+        results = list(new.unroll(frames.unbind(1), FirstFrameFeed(masks[:, 0])))
+    b = torch.stack([r.logits for r in results], 1)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    sizes = {tuple(r.state.mem_key.shape) for r in results}
+    assert sizes == {(1, 2, 2, 8, 4 * 7)}  # [B, O, K, E, P] at every frame (f16 of 61x107: 4x7)
+    assert results[0].state.mem_valid.tolist() == [[[0.0, 1.0], [0.0, 1.0]]]
+    assert results[-1].state.mem_valid.min() == 1
+    # the newest entry holds the masks fed back for the previous frame
+    fed = torch.nn.functional.interpolate(results[-2].fed, size=(4, 7), mode="area").flatten(2)
+    torch.testing.assert_close(results[-1].state.mem_val[:, :, -1], fed)
+
+
+def test_memory_readout_reads_the_objects_and_they_compete():
+    """On the reference frame itself, with a sharp softmax, each object's readout is 1 on its own cells and
+    the 'others' readout is the other object's readout."""
+    model = tiny("rvos-st", reference=True, ref_dim=8, memory=1, mem_top_k=1).eval()
+    frame = torch.rand(1, 3, 96, 160)
+    masks = torch.zeros(1, 2, 96, 160)
+    masks[:, 0, 16:64, 32:96] = 1  # whole f16 cells
+    masks[:, 1, 64:96, 112:160] = 1
+    with torch.no_grad():
+        state = model.init_state(frame, masks)
+        q = torch.nn.functional.normalize(model.ref_embed(model.backbone(frame)[2]), dim=1)
+        read = model.read_memory(q, state)  # memory still empty: the reference alone
+    hard = torch.nn.functional.interpolate(masks, size=(6, 10), mode="area")
+    torch.testing.assert_close(read[0, :, 0], hard[0])  # top-1 neighbour of a pixel is itself
+    torch.testing.assert_close(read[0, 0, 1], read[0, 1, 0])
+    torch.testing.assert_close(read[0, 1, 1], read[0, 0, 0])
+
+
+def test_memory_options_are_checked():
+    with pytest.raises(RecvosError, match="needs reference"):
+        tiny("rvos-st", memory=2)
+    with pytest.raises(RecvosError, match="0..64"):
+        tiny("rvos-st", reference=True, memory=-1)

@@ -31,13 +31,24 @@ matching costs O * (h16 * w16)^2 * ref_dim multiply-adds per frame (1.3 M per ob
 it (the new input channels start at zero, so the warm-started model first computes exactly what the
 old one did).
 
+Matching memory (``memory=K``, one-shot, needs ``reference``; an addition to the paper, after STM/XMem):
+the reference alone cannot follow an object whose appearance changes, and the previous mask alone drifts.
+Each object also keeps a bounded memory of the last K frames it was segmented on: their f16 embeddings (the
+reference's ``ref_embed``) and the object's mask there as the loop fed it back (ground truth or prompt
+where known, the model's own probabilities elsewhere). Every pixel of the current frame attends to the
+object's reference frame and memory (top-k softmax over cosine similarity with a learned temperature) and
+reads out the object's mask value: a soft "this pixel is the object" map. Objects compete: each object also
+gets the sum of the other objects' readouts. These 2 maps join the inputs of every ConvLSTM level. Memory
+size is fixed (K frames per object), so memory use does not grow with the video's length; an object added
+later starts with its own frame only.
+
 Widths: with ``hidden_size = h``, the skip projections are (h, h, h/2, h/4) and the ConvLSTM hidden sizes
 (h, h/2, h/4, h/8) from f32 to f4 (the paper: h = 128).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -55,6 +66,8 @@ __all__ = ["RVOS", "RVOSState", "VARIANTS"]
 VARIANTS = ("S", "T", "ST")
 #: matching maps per object with ``reference=True``: best similarity to the object, and to the rest of the frame
 MATCH_MAPS = 2
+#: memory readout maps per object with ``memory > 0``: the object's own readout, the other objects' sum
+MEMORY_MAPS = 2
 
 
 @dataclass
@@ -70,6 +83,13 @@ class RVOSState(RecurrentState):
     #: there [B, O, h16 * w16] (soft, area-resized)
     ref_emb: torch.Tensor | None = None
     ref_mask: torch.Tensor | None = None
+    #: with ``memory = K``: embeddings [B, O, K, E, P] and the object's masks [B, O, K, P] of its last K
+    #: frames (oldest first; ``mem_valid`` [B, O, K] says which entries are filled), and the embedding of the
+    #: last frame seen [B, O, E, P], written into the memory with its fed-back mask on the next step
+    mem_key: torch.Tensor | None = None
+    mem_val: torch.Tensor | None = None
+    mem_valid: torch.Tensor | None = None
+    last_key: torch.Tensor | None = None
 
 
 class RVOS(RecurrentVOS):
@@ -86,6 +106,8 @@ class RVOS(RecurrentVOS):
         frozen_bn, freeze_stages: backbone freezing options.
         reference: match every frame against each object's reference frame (see the module docs).
         ref_dim: channels of the reference embedding.
+        memory: K, the frames each object remembers besides its reference (0: no memory; see the module docs).
+        mem_top_k: memory pixels each pixel attends to (top-k softmax).
     """
 
     def __init__(
@@ -102,6 +124,8 @@ class RVOS(RecurrentVOS):
         freeze_stages: int = 0,
         reference: bool = False,
         ref_dim: int = 64,
+        memory: int = 0,
+        mem_top_k: int = 20,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -117,6 +141,12 @@ class RVOS(RecurrentVOS):
             raise RecvosError(f"RVOS hidden_size must be a positive multiple of 8 (got {hidden_size})")
         if reference and mode != "one-shot":
             raise RecvosError("reference=True needs mode='one-shot' (zero-shot has no reference masks)")
+        if memory < 0 or memory > 64:
+            raise RecvosError(f"memory must be 0..64 frames (got {memory})")
+        if memory and not reference:
+            raise RecvosError("memory > 0 needs reference=True (the memory reads the reference embedding)")
+        if mem_top_k < 1:
+            raise RecvosError(f"mem_top_k must be >= 1 (got {mem_top_k})")
         if ref_dim < 1:
             raise RecvosError(f"ref_dim must be >= 1 (got {ref_dim})")
         if max_objects < 1:
@@ -136,6 +166,10 @@ class RVOS(RecurrentVOS):
         }
         if reference:  # only when on, so checkpoints of models without it keep their exact config
             self.config.update(reference=True, ref_dim=ref_dim)
+        if memory:
+            self.config.update(memory=memory, mem_top_k=mem_top_k)
+        self.memory = memory
+        self.mem_top_k = mem_top_k
         self.variant = variant
         self.mode = mode
         self.one_shot = mode == "one-shot"
@@ -157,7 +191,11 @@ class RVOS(RecurrentVOS):
         )
         self.reference = reference
         self.ref_embed = nn.Conv2d(self.backbone.channels[2], ref_dim, 1) if reference else None
-        mask_dim = (1 + (MATCH_MAPS if reference else 0)) if self.one_shot else 0
+        # softmax temperature of the memory readout, as a log scale (cosine similarity * 20 at init)
+        self.mem_log_scale = nn.Parameter(torch.tensor(3.0)) if memory else None
+        mask_dim = (
+            (1 + (MATCH_MAPS if reference else 0) + (MEMORY_MAPS if memory else 0)) if self.one_shot else 0
+        )
         self.cells = nn.ModuleList(
             ConvLSTMCell(
                 input_dim=(self.hidden_dims[i - 1] if i else 0) + mask_dim,
@@ -198,6 +236,12 @@ class RVOS(RecurrentVOS):
             m = F.interpolate(masks.to(emb.dtype), size=emb.shape[-2:], mode="area")
             state.ref_emb = emb.unsqueeze(1).expand(-1, num_objects, -1, -1, -1)  # a view: one copy per frame
             state.ref_mask = m.flatten(2)
+            if self.memory:
+                E, P = emb.shape[1], emb.shape[2] * emb.shape[3]
+                state.mem_key = emb.new_zeros(B, num_objects, self.memory, E, P)
+                state.mem_val = emb.new_zeros(B, num_objects, self.memory, P)
+                state.mem_valid = emb.new_zeros(B, num_objects, self.memory)
+                state.last_key = emb.flatten(2).unsqueeze(1).expand(-1, num_objects, -1, -1)
         return state
 
     def encode(self, frame: torch.Tensor) -> list[torch.Tensor]:
@@ -219,7 +263,9 @@ class RVOS(RecurrentVOS):
         2 * (1 - mask) for the object map (2 * mask for the background map), which removes it entirely at
         mask 0, since cosine similarities lie in [-1, 1].
         """
-        q = self._embed(f16)
+        return self._match(self._embed(f16), state)
+
+    def _match(self, q: torch.Tensor, state: RVOSState) -> torch.Tensor:
         B, _, h, w = q.shape
         sim = torch.einsum(
             "bep,boeq->boqp", q.flatten(2), state.ref_emb.flatten(3).to(q.dtype)
@@ -229,20 +275,64 @@ class RVOS(RecurrentVOS):
         bg = (sim - 2 * m).amax(2)
         return torch.stack([fg, bg], 2).view(B, -1, 2, h, w)
 
+    def remember(self, state: RVOSState, prev_masks: torch.Tensor) -> RVOSState:
+        """The state with the last frame (``state.last_key``) and its fed-back masks [B, O, H, W] written into
+        each object's memory, the oldest entry dropped."""
+        size = state.ref_emb.shape[-2:]
+        val = F.interpolate(prev_masks.to(state.mem_val.dtype), size=size, mode="area").flatten(
+            2
+        )  # [B, O, P]
+        keep = slice(1, None)
+        return replace(
+            state,
+            mem_key=torch.cat(
+                [state.mem_key[:, :, keep], state.last_key.unsqueeze(2).to(state.mem_key.dtype)], 2
+            ),
+            mem_val=torch.cat([state.mem_val[:, :, keep], val.unsqueeze(2)], 2),
+            mem_valid=torch.cat(
+                [state.mem_valid[:, :, keep], state.mem_valid.new_ones(*val.shape[:2], 1)], 2
+            ),
+        )
+
+    def read_memory(self, q: torch.Tensor, state: RVOSState) -> torch.Tensor:
+        """Embeddings of the current frame [B, E, h, w] -> per-object [own readout, others' readout] maps
+        [B, O, 2, h, w]: top-k softmax attention over each object's reference and memory pixels, carrying the
+        object's mask values."""
+        B, E, h, w = q.shape
+        nobj = state.mem_key.shape[1]
+        keys = torch.cat([state.ref_emb.flatten(3).unsqueeze(2), state.mem_key], 2).to(
+            q.dtype
+        )  # [B, O, 1+K, E, P]
+        P = keys.shape[-1]
+        vals = (
+            torch.cat([state.ref_mask.unsqueeze(2), state.mem_val], 2).to(q.dtype).flatten(2)
+        )  # [B, O, (1+K)P]
+        valid = torch.cat([state.mem_valid.new_ones(B, nobj, 1), state.mem_valid], 2)  # [B, O, 1+K]
+        sim = torch.einsum("beq,boken->boqkn", q.flatten(2), keys).flatten(3)  # [B, O, Q, (1+K)P]
+        invalid = (valid < 0.5).repeat_interleave(P, 2)[:, :, None]  # [B, O, 1, (1+K)P]
+        sim = sim.masked_fill(invalid, float("-inf"))
+        k = min(self.mem_top_k, sim.shape[-1])
+        top, idx = sim.topk(k, dim=-1)  # [B, O, Q, k]
+        weight = torch.softmax(top * self.mem_log_scale.exp(), dim=-1)
+        own = (weight * vals.unsqueeze(2).expand(-1, -1, h * w, -1).gather(-1, idx)).sum(-1)  # [B, O, Q]
+        others = own.sum(1, keepdim=True) - own
+        return torch.stack([own, others], 2).view(B, nobj, 2, h, w)
+
     def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """A state dict of the same RVOS without ``reference`` -> one for this model (warm start): the two
-        matching channels (``MATCH_MAPS``) are inserted, with zero weights, after the mask channel of every level's gate
-        convolution; ``ref_embed`` is left out (it keeps its fresh initialisation)."""
-        if self.ref_embed is None:
-            return dict(state_dict)
+        """A state dict of the same RVOS with fewer matching inputs (no ``reference``, or no ``memory``) -> one
+        for this model (warm start): the missing input channels (``MATCH_MAPS``, ``MEMORY_MAPS``) are inserted
+        with zero weights after the ones the checkpoint has, in every level's gate convolution, so the
+        warm-started model first computes exactly what the old one did; new modules keep their initialisation."""
         out = dict(state_dict)
         for level, cell in enumerate(self.cells):
             key = f"cells.{level}.conv.weight"
             w = state_dict.get(key)
-            if w is None or w.shape[1] != cell.conv.weight.shape[1] - MATCH_MAPS:
+            want = cell.conv.weight.shape[1]
+            if w is None or w.shape[1] >= want:
                 continue
-            at = (self.hidden_dims[level - 1] if level else 0) + 1
-            zeros = w.new_zeros(w.shape[0], MATCH_MAPS, *w.shape[2:])
+            recurrent = self.hidden_dims[level] * (1 + cell.extra_hidden)
+            at = w.shape[1] - recurrent  # after [upsampled hidden, mask, the maps the checkpoint has]
+            zeros = w.new_zeros(w.shape[0], want - w.shape[1], *w.shape[2:])
             out[key] = torch.cat([w[:, :at], zeros, w[:, at:]], 1)
         return out
 
@@ -270,7 +360,16 @@ class RVOS(RecurrentVOS):
                     raise RecvosError(
                         "this RVOS state has no reference (build it with this model's init_state)"
                     )
-                match = self.match(feats[2], state)  # [B, O, 2, h16, w16]
+                q = self._embed(feats[2])
+                match = self._match(q, state)  # [B, O, 2, h16, w16]
+                if self.memory:
+                    if state.mem_key is None:
+                        raise RecvosError(
+                            "this RVOS state has no memory (build it with this model's init_state)"
+                        )
+                    state = self.remember(state, pm)
+                    match = torch.cat([match, self.read_memory(q, state)], 2)
+                    state = replace(state, last_key=q.flatten(2).unsqueeze(1).expand(-1, nobj, -1, -1))
                 flat = match.flatten(0, 1)
                 masks = [
                     torch.cat(
@@ -315,9 +414,7 @@ class RVOS(RecurrentVOS):
         return StepOutput(
             logits=logits,
             objectness=objectness,
-            state=RVOSState(
-                num_objects=nobj, hidden=hs, cell=cs, ref_emb=state.ref_emb, ref_mask=state.ref_mask
-            ),
+            state=replace(state, hidden=hs, cell=cs),
         )
 
     def _decode(
