@@ -553,3 +553,29 @@ def test_stop_at_ends_early_on_the_full_schedule_and_init_from_warm_starts(tmp_p
     )
     with pytest.raises(RecvosError, match="cannot warm-start"):
         Trainer(bad).fit()
+
+
+def test_weight_average_is_the_model_and_resumes_exactly(tmp_path):
+    """train.ema: checkpoints offer the average as the model (state_dict = decay * w1 + (1 - decay) * w2 after
+    two steps), keep the raw weights for resuming, and a resumed run gives the same weights and losses."""
+    from recvos.models.loading import load_checkpoint
+
+    extra = ["train.steps=3", "train.ckpt_every=1", "train.keep_last=5", "train.ema=0.75"]
+    Trainer(tiny_cfg(tmp_path / "full", *extra)).fit()
+    mgr = CheckpointManager(tmp_path / "full", keep_last=5)
+    c1, c2 = (load_training_checkpoint(mgr.path_for(s)) for s in (1, 2))
+    for k, v in c2["state_dict"].items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, 0.75 * c1["train_state_dict"][k] + 0.25 * c2["train_state_dict"][k])
+    assert any(not torch.equal(c2["state_dict"][k], c2["train_state_dict"][k]) for k in c2["state_dict"])
+    model = load_checkpoint(mgr.path_for(2))
+    assert all(torch.equal(model.state_dict()[k], c2["state_dict"][k].float()) for k in c2["state_dict"])
+    Trainer(tiny_cfg(tmp_path / "crash", *extra), stop_after=2).fit()
+    Trainer(tiny_cfg(tmp_path / "crash", *extra), resume=True).fit()
+    assert logged_losses(tmp_path / "crash") == logged_losses(tmp_path / "full")
+    a = load_training_checkpoint(mgr.path_for(3))
+    b = load_training_checkpoint(CheckpointManager(tmp_path / "crash").path_for(3))
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    with pytest.raises(RecvosError, match="no weight average"):
+        Trainer(tiny_cfg(tmp_path / "plain", "train.steps=2", "train.ckpt_every=1")).fit()
+        Trainer(tiny_cfg(tmp_path / "plain", "train.steps=3", "train.ema=0.5"), resume=True).fit()

@@ -163,6 +163,10 @@ class TrainConfig:
     progress: bool = True
     #: DDP: set true for models with parameters that some steps do not use
     find_unused_parameters: bool = False
+    #: exponential moving average of the weights with this decay per step (e.g. 0.99; null: off). The
+    #: average is what validation scores and what checkpoints offer as the model (``state_dict``); the raw
+    #: weights are kept for resuming (``train_state_dict``)
+    ema: float | None = None
 
 
 @dataclass
@@ -376,6 +380,8 @@ def validate_config(cfg: Config) -> Config:
     ):
         if v < 1:
             raise RecvosError(f"config key {key!r} must be >= 1, got {v}")
+    if t.ema is not None and not 0.0 < t.ema < 1.0:
+        raise RecvosError(f"config key 'train.ema' must be in (0, 1) (or null), got {t.ema}")
     if t.stop_at is not None and t.stop_at < 1:
         raise RecvosError(f"config key 'train.stop_at' must be >= 1 (or null), got {t.stop_at}")
     mix = d.mix

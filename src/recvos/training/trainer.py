@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from recvos.data.clips import ClipSampler, seed_worker
 from recvos.errors import RecvosError
@@ -98,6 +99,7 @@ class Trainer:
         self.ckpts = CheckpointManager(self.run_dir, cfg.train.keep_last)
         self.best_jf: float | None = None
         self.last_checkpoint: Path | None = None
+        self.ema: AveragedModel | None = None
 
     # -- set-up ---------------------------------------------------------------------------------------------
     def _checkpoint_to_resume(self) -> dict | None:
@@ -132,7 +134,7 @@ class Trainer:
                     f"the config builds {model.name!r}"
                 )
             try:
-                model.load_state_dict(ckpt["state_dict"], strict=True)
+                model.load_state_dict(ckpt.get("train_state_dict", ckpt["state_dict"]), strict=True)
             except RuntimeError as e:
                 raise RecvosError(
                     f"checkpoint {self.last_checkpoint} does not fit the configured model "
@@ -153,6 +155,13 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.best_jf = ckpt.get("best_jf")
+        if self.ema is not None:
+            if "ema" not in ckpt:
+                raise RecvosError(
+                    f"checkpoint {self.last_checkpoint} has no weight average; resume with train.ema=null "
+                    "(as the run was started) or start a new run"
+                )
+            self.ema.load_state_dict(ckpt["ema"])
         step = int(ckpt["step"])
         rngs = ckpt.get("rng") or []
         if len(rngs) == self.dist.world_size:
@@ -234,6 +243,8 @@ class Trainer:
         self.optimizer, self.scheduler = build_optimizer(self.model, oc, tc.steps)
         use_amp = self.dist.device.type == "cuda" and tc.amp != "none"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp and tc.amp == "fp16")
+        if tc.ema is not None:
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True)
         start = self._restore(ckpt) if ckpt is not None else 0
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -338,6 +349,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
         clips = tc.batch_size * tc.accumulate * self.dist.world_size
         record = {
@@ -359,8 +372,9 @@ class Trainer:
         if not self.dist.is_main or not videos:
             return False
         v = self.cfg.val
+        model = self.ema.module if self.ema is not None else self.model
         metrics = validate(
-            self.model, videos, max_size=v.max_size, max_frames=v.max_frames, device=self.dist.device
+            model, videos, max_size=v.max_size, max_frames=v.max_frames, device=self.dist.device
         )
         runlog.validation(step, metrics)
         jf = metrics.get("J&F-Mean", float("nan"))
@@ -374,6 +388,10 @@ class Trainer:
         rngs = all_gather_objects(rng_state(), self.dist)
         if self.dist.is_main:
             ck = model_to_checkpoint(self.model)
+            if self.ema is not None:  # the average is the model; the raw weights resume training
+                ck["train_state_dict"] = ck["state_dict"]
+                ck["state_dict"] = model_to_checkpoint(self.ema.module)["state_dict"]
+                ck["ema"] = self.ema.state_dict()
             ck.update(
                 optimizer=self.optimizer.state_dict(),
                 scheduler=self.scheduler.state_dict(),
