@@ -54,3 +54,13 @@ def test_overlay_writer_rejects_bad_paths(tmp_path):
         OverlayWriter(tmp_path / "x.gif")
     with pytest.raises(RecvosError, match="does not exist"):
         OverlayWriter(tmp_path / "missing" / "x.mp4")
+
+
+def test_blend_takes_any_integer_id_map():
+    """uint8 id maps (as many tools produce) blend like int64 ones (numpy 2 refused ``uint8 % 256``)."""
+    from recvos.inference.overlay import blend
+
+    frame = np.zeros((8, 8, 3), np.uint8)
+    ids = np.zeros((8, 8), np.uint8)
+    ids[2:6, 2:6] = 3
+    np.testing.assert_array_equal(blend(frame, ids), blend(frame, ids.astype(np.int64)))

@@ -31,6 +31,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from recvos.data.composite import paste_objects
 from recvos.data.masks import first_appearance, object_ids, present_ids, resize_ids
+from recvos.data.pseudo import StillImage, pseudo_clip, stills_from_video
 from recvos.data.synthetic import synthetic_clip
 from recvos.data.transforms import ClipTransform
 from recvos.errors import RecvosError
@@ -48,6 +49,8 @@ class SourceMix:
     real: float = 1.0
     composite: float = 0.0
     synthetic: float = 0.0
+    #: pseudo-videos made from still annotated frames (:mod:`recvos.data.pseudo`)
+    pseudo: float = 0.0
 
 
 @dataclass
@@ -67,6 +70,19 @@ class CompositeOptions:
     #: size of a pasted object relative to its donor video, and the max offset as a fraction of the frame
     scale: list[float] = field(default_factory=lambda: [0.4, 0.9])
     max_offset: float = 0.35
+
+
+@dataclass
+class PseudoOptions:
+    #: stills: every k-th annotated frame of each training video, plus the annotated frames of these
+    #: extra datasets (folders of JPEGImages/ + Annotations/, read as ``kind=folder``)
+    every: int = 5
+    roots: list[str] = field(default_factory=list)
+    #: objects pasted per clip (1..max_pasted), their size relative to the frame, and the chance of an
+    #: unlabelled copy of an object (a distractor of the same kind)
+    max_pasted: int = 2
+    scale: list[float] = field(default_factory=lambda: [0.3, 0.8])
+    distractor: float = 0.3
 
 
 class ClipKey(NamedTuple):
@@ -228,6 +244,8 @@ class ClipDataset(Dataset):
         mix: SourceMix | None = None,
         synthetic: SyntheticOptions | None = None,
         composite: CompositeOptions | None = None,
+        pseudo: PseudoOptions | None = None,
+        stills: Sequence[StillImage] | None = None,
         length: int = 2000,
         seed: int = 0,
         source_name: str = "dataset",
@@ -243,13 +261,16 @@ class ClipDataset(Dataset):
         self.seed = seed
         self.synthetic_opts = synthetic or SyntheticOptions()
         self.composite_opts = composite or CompositeOptions()
+        self.pseudo_opts = pseudo or PseudoOptions()
+        self._extra_stills = list(stills or [])
+        self._stills: list[StillImage] | None = None
         mix = mix or SourceMix()
         self.videos = list(videos) if videos is not None else []
         if self.videos and self.num_frames_max < 1:
             raise RecvosError("data.num_frames must be >= 1")
         self._synthetic_cache: dict[int, ArrayVideo] = {}
         self._cands: dict[tuple[int, str], list[int]] = {}
-        if mix.real > 0 or mix.composite > 0:
+        if mix.real > 0 or mix.composite > 0 or (mix.pseudo > 0 and self.videos):
             if not self.videos:
                 raise RecvosError(
                     f"{source_name}: no training videos, but data.mix.real/composite > 0; set data.kind and data.root, "
@@ -263,7 +284,11 @@ class ClipDataset(Dataset):
                 f"data.synthetic.num_frames={self.synthetic_opts.num_frames} is shorter than the clip length "
                 f"{self.num_frames_max}; raise data.synthetic.num_frames or lower data.num_frames"
             )
-        weights = {k: float(getattr(mix, k)) for k in ("real", "composite", "synthetic")}
+        if mix.pseudo > 0 and not self.videos and not self._extra_stills:
+            raise RecvosError(
+                f"{source_name}: data.mix.pseudo > 0 needs training videos or data.pseudo.roots with annotated frames"
+            )
+        weights = {k: float(getattr(mix, k)) for k in ("real", "composite", "synthetic", "pseudo")}
         names = [k for k, w in weights.items() if w > 0]
         total = sum(weights[k] for k in names)
         self.sources = names
@@ -350,6 +375,18 @@ class ClipDataset(Dataset):
             f"no training sequence has a window of {T} frames starting on an annotated frame; lower data.num_frames"
         )
 
+    def stills(self) -> list[StillImage]:
+        """The still annotated frames pseudo-videos are made from (read once per process)."""
+        if self._stills is None:
+            every = max(1, int(self.pseudo_opts.every))
+            self._stills = [s for i in self.usable for s in stills_from_video(self.videos[i], every)]
+            self._stills += self._extra_stills
+            if not self._stills:
+                raise RecvosError(
+                    "data.mix.pseudo > 0 but no annotated frame with an object was found for it"
+                )
+        return self._stills
+
     def _pick_synthetic(self, rng: np.random.Generator, T: int) -> tuple[ArrayVideo, np.ndarray]:
         v = self.synthetic_video(int(rng.integers(int(self.synthetic_opts.pool))))
         idx = sample_window(_num_frames(v), v.annotated_indices, T, self.max_stride, "all", rng)
@@ -365,6 +402,18 @@ class ClipDataset(Dataset):
             v, idx = self._pick_synthetic(rng, T)
             frames, ids, annotated = load_window(v, idx)
             name = f"synthetic:{v.name}@{int(idx[0])}"
+        elif source == "pseudo":
+            o = self.pseudo_opts
+            frames, ids = pseudo_clip(
+                self.stills(),
+                rng,
+                T,
+                max_pasted=int(o.max_pasted),
+                scale=tuple(o.scale),
+                distractor=float(o.distractor),
+            )
+            annotated = np.ones(T, dtype=bool)
+            name = "pseudo"
         else:
             v, idx, vi = self._pick_video(rng, T, key.frames)
             frames, ids, annotated = load_window(v, idx)

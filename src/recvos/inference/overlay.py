@@ -36,9 +36,10 @@ def blend(frame: np.ndarray, ids: np.ndarray, alpha: float = 0.5, draw_ids: bool
     each object's id is written at its centroid. ``ids`` is resized (nearest) if its size differs.
     """
     H, W = frame.shape[:2]
+    ids = np.asarray(ids).astype(np.int64, copy=False)
     if ids.shape != (H, W):
         ids = resize_ids(ids, (H, W))
-    colours = DAVIS_PALETTE[np.asarray(ids) % 256].astype(np.float32)
+    colours = DAVIS_PALETTE[ids % 256].astype(np.float32)
     fg = (ids > 0)[..., None]
     out = np.where(fg, frame.astype(np.float32) * (1 - alpha) + colours * alpha, frame.astype(np.float32))
     edge = _boundaries(ids)

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from recvos.data.clips import CompositeOptions, SourceMix, SyntheticOptions
+from recvos.data.clips import CompositeOptions, PseudoOptions, SourceMix, SyntheticOptions
 from recvos.errors import RecvosError
 from recvos.fileio import atomic_write
 
@@ -67,6 +67,7 @@ class DataConfig:
     mix: SourceMix = field(default_factory=SourceMix)
     synthetic: SyntheticOptions = field(default_factory=SyntheticOptions)
     composite: CompositeOptions = field(default_factory=CompositeOptions)
+    pseudo: PseudoOptions = field(default_factory=PseudoOptions)
 
 
 @dataclass
@@ -385,8 +386,11 @@ def validate_config(cfg: Config) -> Config:
     if t.stop_at is not None and t.stop_at < 1:
         raise RecvosError(f"config key 'train.stop_at' must be >= 1 (or null), got {t.stop_at}")
     mix = d.mix
-    if min(mix.real, mix.composite, mix.synthetic) < 0 or mix.real + mix.composite + mix.synthetic <= 0:
-        raise RecvosError("config keys data.mix.{real,composite,synthetic} must be >= 0 with a positive sum")
+    weights = (mix.real, mix.composite, mix.synthetic, mix.pseudo)
+    if min(weights) < 0 or sum(weights) <= 0:
+        raise RecvosError(
+            "config keys data.mix.{real,composite,synthetic,pseudo} must be >= 0 with a positive sum"
+        )
     return cfg
 
 

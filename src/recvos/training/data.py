@@ -9,12 +9,13 @@ import numpy as np
 
 from recvos.data.clips import ArrayVideo, ClipDataset
 from recvos.data.datasets import open_dataset
+from recvos.data.pseudo import StillImage, stills_from_video
 from recvos.data.synthetic import synthetic_clip
 from recvos.data.transforms import ClipTransform
 from recvos.errors import RecvosError
 from recvos.training.config import Config
 
-__all__ = ["open_videos", "train_dataset", "val_videos"]
+__all__ = ["open_videos", "train_dataset", "extra_stills", "val_videos"]
 
 
 def open_videos(
@@ -81,6 +82,15 @@ def train_dataset(cfg: Config, videos: Sequence[Any] | None = None) -> ClipDatas
         seed=cfg.train.seed,
         source_name=str(d.root or "synthetic clips"),
     )
+
+
+def extra_stills(roots: Sequence[str]) -> list[StillImage]:
+    """Every annotated frame (with an object) of the datasets at ``roots`` (``kind=folder``), for pseudo-videos."""
+    stills = []
+    for root in roots:
+        for video in open_dataset("folder", root):
+            stills += stills_from_video(video, every=1)
+    return stills
 
 
 def val_videos(cfg: Config, videos: Sequence[Any] | None = None) -> list[Any]:
