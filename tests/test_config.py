@@ -149,3 +149,19 @@ def test_older_run_configs_are_migrated():
     assert cfg.val.max_size == 240 and cfg.train.steps == 3
     kept = config_from_dict({"train": {"task": "one-shot"}, "model": {"options": {"mode": "one-shot"}}})
     assert kept.model.options == {"mode": "one-shot"} and not kept.model.zero_shot
+
+
+def test_cli_waits_passively_unless_told_and_checks_threads(monkeypatch, capsys):
+    """recvos sets OMP_WAIT_POLICY=PASSIVE before torch loads (spinning threads collapse on a shared CPU),
+    keeps a user's own value, and refuses --threads below 1 in one line."""
+    import os
+
+    from recvos.cli.main import main
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert main(["train"]) == 2  # no config: a one-line error, after the environment is set
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert main(["train", "--threads", "0", "--config", "configs/smoke_synthetic.yaml"]) == 2
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert "--threads 0" in capsys.readouterr().err

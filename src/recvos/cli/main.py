@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from recvos.errors import RecvosError
@@ -32,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # OpenMP threads that spin while they wait for each other collapse (10-20x slower) as soon as another
+    # process shares the cores (benchmarks/threads.py); passive waiting costs little when the machine is idle.
+    # Read by libgomp when torch is first imported, which no subcommand has done yet; a user's value wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -24,11 +24,19 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--out", metavar="RUN_DIR", help="run directory (checkpoints, logs.jsonl, config.yaml, tb/)"
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads per process (default: torch's choice, the cores)",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.threads is not None and args.threads < 1:
+        raise RecvosError(f"--threads {args.threads}: give at least 1 (or leave it out for torch's default)")
     from recvos.training.config import apply_overrides, load_config
     from recvos.training.trainer import resume_config, train
 
@@ -50,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
         if args.out:
             cfg.out = args.out
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     result = train(cfg, resume=bool(args.resume))
     jf = f", best J&F {result.best_jf:.4f}" if result.best_jf is not None else ""
     print(f"trained to step {result.step}{jf}; run directory {result.run_dir}")
