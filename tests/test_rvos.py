@@ -274,7 +274,23 @@ def test_memory_readout_reads_the_objects_and_they_compete():
 
 
 def test_memory_options_are_checked():
-    with pytest.raises(RecvosError, match="needs reference"):
-        tiny("rvos-st", memory=2)
     with pytest.raises(RecvosError, match="0..64"):
         tiny("rvos-st", reference=True, memory=-1)
+
+
+def test_zero_shot_memory_remembers_its_own_masks(unroll):
+    """Zero-shot RVOS with memory: no reference, the memory holds the model's own fed-back masks."""
+    model = tiny("rvos-st", mode="zero-shot", max_objects=2, memory=2, ref_dim=8).eval()
+    assert model.uses_prev_masks and model.reference is False
+    frames, _ = clip(B=1, T=3, O=2)
+    from recvos.models.feed import ClipFeed
+
+    with torch.no_grad():
+        results = list(model.unroll(frames.unbind(1), ClipFeed(zero_shot=True)))
+    last = results[-1].state
+    assert last.ref_emb is None and last.mem_valid.tolist() == [[[1.0, 1.0], [1.0, 1.0]]]
+    fed = torch.nn.functional.interpolate(results[1].fed, size=(4, 7), mode="area").flatten(2)
+    torch.testing.assert_close(last.mem_val[:, :, -1], fed)
+    out = unroll(model.train(), frames)
+    out.logits.mean().backward()
+    assert model.ref_embed.weight.grad is not None and model.mem_log_scale.grad is not None

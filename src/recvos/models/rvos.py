@@ -31,16 +31,16 @@ matching costs O * (h16 * w16)^2 * ref_dim multiply-adds per frame (1.3 M per ob
 it (the new input channels start at zero, so the warm-started model first computes exactly what the
 old one did).
 
-Matching memory (``memory=K``, one-shot, needs ``reference``; an addition to the paper, after STM/XMem):
-the reference alone cannot follow an object whose appearance changes, and the previous mask alone drifts.
-Each object also keeps a bounded memory of the last K frames it was segmented on: their f16 embeddings (the
-reference's ``ref_embed``) and the object's mask there as the loop fed it back (ground truth or prompt
-where known, the model's own probabilities elsewhere). Every pixel of the current frame attends to the
-object's reference frame and memory (top-k softmax over cosine similarity with a learned temperature) and
-reads out the object's mask value: a soft "this pixel is the object" map. Objects compete: each object also
-gets the sum of the other objects' readouts. These 2 maps join the inputs of every ConvLSTM level. Memory
-size is fixed (K frames per object), so memory use does not grow with the video's length; an object added
-later starts with its own frame only.
+Matching memory (``memory=K``; an addition to the paper, after STM/XMem): the reference alone cannot
+follow an object whose appearance changes, and the previous mask alone drifts. Each object keeps a bounded
+memory of the last K frames it was segmented on: their f16 embeddings (``ref_embed``) and the object's mask
+there as the loop fed it back (ground truth or prompt where known, the model's own probabilities elsewhere).
+Every pixel of the current frame attends to the object's memory and, with ``reference``, its reference frame
+(top-k softmax over cosine similarity with a learned temperature) and reads out the object's mask value: a
+soft "this pixel is the object" map. Objects compete: each object also gets the sum of the other objects'
+readouts. These 2 maps join the inputs of every ConvLSTM level. Memory size is fixed (K frames per object),
+so memory use does not grow with the video's length; an object added later starts with its own frame.
+Zero-shot models remember the objects they discovered the same way (their own masks; no reference).
 
 Widths: with ``hidden_size = h``, the skip projections are (h, h, h/2, h/4) and the ConvLSTM hidden sizes
 (h, h/2, h/4, h/8) from f32 to f4 (the paper: h = 128).
@@ -106,7 +106,7 @@ class RVOS(RecurrentVOS):
         frozen_bn, freeze_stages: backbone freezing options.
         reference: match every frame against each object's reference frame (see the module docs).
         ref_dim: channels of the reference embedding.
-        memory: K, the frames each object remembers besides its reference (0: no memory; see the module docs).
+        memory: K, the frames each object remembers (besides its reference; 0: no memory; see the module docs).
         mem_top_k: memory pixels each pixel attends to (top-k softmax).
     """
 
@@ -143,8 +143,6 @@ class RVOS(RecurrentVOS):
             raise RecvosError("reference=True needs mode='one-shot' (zero-shot has no reference masks)")
         if memory < 0 or memory > 64:
             raise RecvosError(f"memory must be 0..64 frames (got {memory})")
-        if memory and not reference:
-            raise RecvosError("memory > 0 needs reference=True (the memory reads the reference embedding)")
         if mem_top_k < 1:
             raise RecvosError(f"mem_top_k must be >= 1 (got {mem_top_k})")
         if ref_dim < 1:
@@ -173,7 +171,7 @@ class RVOS(RecurrentVOS):
         self.variant = variant
         self.mode = mode
         self.one_shot = mode == "one-shot"
-        self.uses_prev_masks = self.one_shot
+        self.uses_prev_masks = self.one_shot or memory > 0  # zero-shot memory stores the fed-back masks
         self.max_objects = max_objects
 
         self.backbone = build_backbone(
@@ -190,11 +188,12 @@ class RVOS(RecurrentVOS):
             for cin, cout in zip(in_dims, self.skip_dims, strict=True)
         )
         self.reference = reference
-        self.ref_embed = nn.Conv2d(self.backbone.channels[2], ref_dim, 1) if reference else None
+        # the embedding of the reference matching and of the memory
+        self.ref_embed = nn.Conv2d(self.backbone.channels[2], ref_dim, 1) if reference or memory else None
         # softmax temperature of the memory readout, as a log scale (cosine similarity * 20 at init)
         self.mem_log_scale = nn.Parameter(torch.tensor(3.0)) if memory else None
         mask_dim = (
-            (1 + (MATCH_MAPS if reference else 0) + (MEMORY_MAPS if memory else 0)) if self.one_shot else 0
+            (1 if self.one_shot else 0) + (MATCH_MAPS if reference else 0) + (MEMORY_MAPS if memory else 0)
         )
         self.cells = nn.ModuleList(
             ConvLSTMCell(
@@ -233,9 +232,12 @@ class RVOS(RecurrentVOS):
         state = RVOSState(num_objects=num_objects, hidden=hidden, cell=[t.clone() for t in hidden])
         if self.ref_embed is not None:
             emb = self._embed(self.backbone(frame)[2])  # [B, E, h, w]
-            m = F.interpolate(masks.to(emb.dtype), size=emb.shape[-2:], mode="area")
-            state.ref_emb = emb.unsqueeze(1).expand(-1, num_objects, -1, -1, -1)  # a view: one copy per frame
-            state.ref_mask = m.flatten(2)
+            if self.reference:
+                m = F.interpolate(masks.to(emb.dtype), size=emb.shape[-2:], mode="area")
+                state.ref_emb = emb.unsqueeze(1).expand(
+                    -1, num_objects, -1, -1, -1
+                )  # a view: one copy per frame
+                state.ref_mask = m.flatten(2)
             if self.memory:
                 E, P = emb.shape[1], emb.shape[2] * emb.shape[3]
                 state.mem_key = emb.new_zeros(B, num_objects, self.memory, E, P)
@@ -275,10 +277,9 @@ class RVOS(RecurrentVOS):
         bg = (sim - 2 * m).amax(2)
         return torch.stack([fg, bg], 2).view(B, -1, 2, h, w)
 
-    def remember(self, state: RVOSState, prev_masks: torch.Tensor) -> RVOSState:
+    def remember(self, state: RVOSState, prev_masks: torch.Tensor, size: tuple[int, int]) -> RVOSState:
         """The state with the last frame (``state.last_key``) and its fed-back masks [B, O, H, W] written into
         each object's memory, the oldest entry dropped."""
-        size = state.ref_emb.shape[-2:]
         val = F.interpolate(prev_masks.to(state.mem_val.dtype), size=size, mode="area").flatten(
             2
         )  # [B, O, P]
@@ -300,14 +301,17 @@ class RVOS(RecurrentVOS):
         object's mask values."""
         B, E, h, w = q.shape
         nobj = state.mem_key.shape[1]
-        keys = torch.cat([state.ref_emb.flatten(3).unsqueeze(2), state.mem_key], 2).to(
-            q.dtype
-        )  # [B, O, 1+K, E, P]
+        keys, vals, valid = (
+            state.mem_key,
+            state.mem_val,
+            state.mem_valid,
+        )  # [B, O, K, E, P], [B, O, K, P], [B, O, K]
+        if state.ref_emb is not None:  # the reference frame is always remembered
+            keys = torch.cat([state.ref_emb.flatten(3).unsqueeze(2), keys], 2)
+            vals = torch.cat([state.ref_mask.unsqueeze(2), vals], 2)
+            valid = torch.cat([valid.new_ones(B, nobj, 1), valid], 2)
+        keys, vals = keys.to(q.dtype), vals.to(q.dtype).flatten(2)
         P = keys.shape[-1]
-        vals = (
-            torch.cat([state.ref_mask.unsqueeze(2), state.mem_val], 2).to(q.dtype).flatten(2)
-        )  # [B, O, (1+K)P]
-        valid = torch.cat([state.mem_valid.new_ones(B, nobj, 1), state.mem_valid], 2)  # [B, O, 1+K]
         sim = torch.einsum("beq,boken->boqkn", q.flatten(2), keys).flatten(3)  # [B, O, Q, (1+K)P]
         invalid = (valid < 0.5).repeat_interleave(P, 2)[:, :, None]  # [B, O, 1, (1+K)P]
         sim = sim.masked_fill(invalid, float("-inf"))
@@ -348,41 +352,35 @@ class RVOS(RecurrentVOS):
             )
         shared = [cell.shared_gates(s) for cell, s in zip(self.cells, skips, strict=True)]
         masks: list[torch.Tensor | None] = [None] * 4
-        if self.one_shot:
+        maps = []  # per-object maps at f16 joining the inputs of every level: [B, O, C, h16, w16]
+        if self.uses_prev_masks:
             if prev_masks is None or prev_masks.shape[:2] != (B, nobj):
-                raise RecvosError(f"one-shot RVOS needs prev_masks [B={B}, O={nobj}, H, W]")
+                raise RecvosError(f"{self.name} ({self.mode}) needs prev_masks [B={B}, O={nobj}, H, W]")
             pm = prev_masks.to(frame.dtype)
-            masks = [
-                F.interpolate(pm, size=hw, mode="area").unsqueeze(2) for hw in sizes
-            ]  # [B, O, 1, H_l, W_l]
-            if self.ref_embed is not None:
+        if self.ref_embed is not None:
+            q = self._embed(feats[2])
+            if self.reference:
                 if state.ref_emb is None:
                     raise RecvosError(
                         "this RVOS state has no reference (build it with this model's init_state)"
                     )
-                q = self._embed(feats[2])
-                match = self._match(q, state)  # [B, O, 2, h16, w16]
-                if self.memory:
-                    if state.mem_key is None:
-                        raise RecvosError(
-                            "this RVOS state has no memory (build it with this model's init_state)"
-                        )
-                    state = self.remember(state, pm)
-                    match = torch.cat([match, self.read_memory(q, state)], 2)
-                    state = replace(state, last_key=q.flatten(2).unsqueeze(1).expand(-1, nobj, -1, -1))
-                flat = match.flatten(0, 1)
-                masks = [
-                    torch.cat(
-                        [
-                            m,
-                            F.interpolate(flat, size=hw, mode="bilinear", align_corners=False)
-                            .unflatten(0, (B, nobj))
-                            .to(m.dtype),
-                        ],
-                        2,
-                    )
-                    for m, hw in zip(masks, sizes, strict=True)
-                ]
+                maps.append(self._match(q, state))  # [B, O, 2, h16, w16]
+            if self.memory:
+                if state.mem_key is None:
+                    raise RecvosError("this RVOS state has no memory (build it with this model's init_state)")
+                state = self.remember(state, pm, tuple(q.shape[-2:]))
+                maps.append(self.read_memory(q, state))
+                state = replace(state, last_key=q.flatten(2).unsqueeze(1).expand(-1, nobj, -1, -1))
+        parts: list[list[torch.Tensor]] = [[] for _ in sizes]
+        if self.one_shot:  # the previous masks, area-resized to each level: [B, O, 1, H_l, W_l]
+            for level, hw in enumerate(sizes):
+                parts[level].append(F.interpolate(pm, size=hw, mode="area").unsqueeze(2))
+        if maps:
+            flat = torch.cat(maps, 2).flatten(0, 1)
+            for level, hw in enumerate(sizes):
+                up = F.interpolate(flat, size=hw, mode="bilinear", align_corners=False)
+                parts[level].append(up.unflatten(0, (B, nobj)).to(frame.dtype))
+        masks = [torch.cat(p, 2) if p else None for p in parts]
 
         if self.variant == "T":
             hs, cs = self._decode(
