@@ -70,7 +70,7 @@ def test_evaluate_prints_and_writes(tree, tmp_path, capsys):
     rows = list(csv.DictReader((out / "m.csv").open()))
     assert rows[0]["Sequence"] == "Global" and float(rows[0]["J&F-Mean"]) == pytest.approx(want["J&F-Mean"])
     assert [r["Sequence"] for r in rows[1:]] == ["synthetic002_1", "synthetic002_2"]
-    for name in ("per_sequence.png", "j_over_time.png"):
+    for name in ("per_sequence.png", "j_over_time.png", "j_over_length.png", "by_object_count.png"):
         assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in out.rglob("*.tmp")]
 

@@ -272,3 +272,20 @@ def test_annotation_folder_with_resolution_subfolder(tmp_path, clips):
     assert specs[0].frames[:2] == ["00000", "00001"]
     res = evaluate_sequences(tmp_path / "Annotations", tmp_path / "Annotations" / "480p", workers=1)
     assert res.global_metrics["J&F-Mean"] == 1.0
+
+
+def test_paper_reports_length_curve_and_object_count_table():
+    """J over normalised length (S2S Fig. 3) and J/F by objects per sequence (RVOS Table 3), on hand-made
+    scores: one sequence with 1 object perfect in its first half only, one with 2 objects always perfect."""
+    from recvos.evaluation.report import j_over_length, jf_by_object_count
+    from recvos.evaluation.results import EvalResult, ObjectScores
+
+    def obj(seq, oid, j):
+        j = np.asarray(j, dtype=np.float64)
+        return ObjectScores(seq, oid, [f"{k:05d}" for k in range(len(j))], j, j.copy())
+
+    res = EvalResult(
+        "semi-supervised", [obj("a", 1, [1, 1, 0, 0]), obj("b", 1, [1, 1, 1, 1]), obj("b", 2, [1] * 4)]
+    )
+    np.testing.assert_allclose(j_over_length(res, bins=2), [1.0, 2 / 3])
+    assert jf_by_object_count(res) == [(1, 1, 0.5, 0.5), (2, 2, 1.0, 1.0)]

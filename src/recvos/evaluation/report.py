@@ -16,6 +16,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from recvos.evaluation.results import METRIC_KEYS, EvalResult
 from recvos.fileio import atomic_path
 
@@ -166,8 +168,79 @@ def _j_curves(result: EvalResult, fh) -> None:
     fig.savefig(fh, format="png")
 
 
+def j_over_length(result: EvalResult, bins: int = 10) -> np.ndarray:
+    """J-Mean over normalised video length (S2S, Fig. 3): each object's evaluated frames are split into
+    ``bins`` equal parts of its sequence; float [bins], the mean over objects of each part's mean J (nan for
+    a part no object reaches)."""
+    sums, counts = np.zeros(bins), np.zeros(bins)
+    for o in result.objects:
+        n = len(o.j)
+        for k, part in enumerate(np.array_split(np.asarray(o.j, dtype=np.float64), bins)):
+            if n and part.size:
+                sums[k] += part.mean()
+                counts[k] += 1
+    with np.errstate(invalid="ignore"):
+        return sums / counts
+
+
+def jf_by_object_count(result: EvalResult) -> list[tuple[int, int, float, float]]:
+    """J-Mean and F-Mean by the number of objects of the sequence (RVOS, Table 3): rows (objects per
+    sequence, objects, J-Mean, F-Mean), averaged over the objects of those sequences."""
+    per_seq: dict[str, list] = {}
+    for o in result.objects:
+        per_seq.setdefault(o.sequence, []).append(o)
+    groups: dict[int, list] = {}
+    for objs in per_seq.values():
+        groups.setdefault(len(objs), []).extend(objs)
+    rows = []
+    for k in sorted(groups):
+        objs = groups[k]
+        rows.append(
+            (
+                k,
+                len(objs),
+                float(np.mean([np.mean(o.j) for o in objs])),
+                float(np.mean([np.mean(o.f) for o in objs])),
+            )
+        )
+    return rows
+
+
+def _length_plot(result: EvalResult, fh) -> None:
+    curve = j_over_length(result)
+    fig = _figure((5.0, 3.5))
+    ax = fig.subplots()
+    x = (np.arange(len(curve)) + 0.5) / len(curve)
+    ax.plot(x, curve, marker="o")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("normalised position in the video")
+    ax.set_ylabel("J-Mean")
+    ax.set_title(f"J over video length ({result.task})")
+    fig.tight_layout()
+    fig.savefig(fh, format="png")
+
+
+def _objects_plot(result: EvalResult, fh) -> None:
+    rows = jf_by_object_count(result)
+    fig = _figure((5.0, 3.5))
+    ax = fig.subplots()
+    xs = np.arange(len(rows))
+    ax.bar(xs - 0.2, [r[2] for r in rows], width=0.4, label="J-Mean")
+    ax.bar(xs + 0.2, [r[3] for r in rows], width=0.4, label="F-Mean")
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"{r[0]} ({r[1]} obj.)" for r in rows])
+    ax.set_xlabel("objects in the sequence")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="lower left")
+    ax.set_title(f"J and F by number of objects ({result.task})")
+    fig.tight_layout()
+    fig.savefig(fh, format="png")
+
+
 def plot_results(result: EvalResult, out_dir: str | os.PathLike) -> list[Path]:
-    """Save ``per_sequence.png`` (J-Mean and F-Mean bars per object) and ``j_over_time.png`` in ``out_dir``."""
+    """Save ``per_sequence.png`` (J-Mean and F-Mean bars per object), ``j_over_time.png``,
+    ``j_over_length.png`` (S2S Fig. 3) and ``by_object_count.png`` (RVOS Table 3) in ``out_dir``."""
     return write_outputs(result, plot_dir=Path(out_dir))
 
 
@@ -200,4 +273,6 @@ def write_outputs(
         d = Path(plot_dir)
         targets.append((d / "per_sequence.png", lambda fh: _bar_chart(result, fh)))
         targets.append((d / "j_over_time.png", lambda fh: _j_curves(result, fh)))
+        targets.append((d / "j_over_length.png", lambda fh: _length_plot(result, fh)))
+        targets.append((d / "by_object_count.png", lambda fh: _objects_plot(result, fh)))
     return _write_together(targets)
