@@ -232,24 +232,20 @@ def test_propagate_twice_needs_a_reiterable_source(seg, clip):
 
 # ------------------------------------------------------------------------------------------- zero-shot
 def test_zero_shot_ids_are_slots_and_thresholds_apply(zseg, clip):
-    zseg.objectness_threshold, zseg.min_area = 0.0, 0.0
-    state = zseg.init_state(list(clip.frames))
-    out = list(zseg.propagate(state, zero_shot=True, return_probs=True))
+    loose = Segmenter(zseg.model, objectness_threshold=0.0, min_area=0.0)
+    out = list(loose.propagate(loose.init_state(list(clip.frames)), zero_shot=True, return_probs=True))
     assert len(out) == 6
     for _, obj_ids, probs in out:
         assert set(obj_ids) <= {1, 2, 3} and probs.shape == (len(obj_ids), 48, 64)
-    zseg.objectness_threshold = 1.0  # nothing passes
-    out = list(zseg.propagate(zseg.init_state(list(clip.frames)), zero_shot=True))
+    strict = Segmenter(zseg.model, objectness_threshold=1.0)  # nothing passes
+    out = list(strict.propagate(strict.init_state(list(clip.frames)), zero_shot=True))
     assert all(obj_ids == [] and not ids.any() for _, obj_ids, ids in out)
-    zseg.objectness_threshold, zseg.min_area = 0.5, 0.001
 
 
 def test_zero_shot_slot_keeps_its_id(zseg, clip):
     """Slot identity is the id: a slot's mask is reported under the same id on every frame."""
-    zseg.objectness_threshold, zseg.min_area = 0.0, 0.0
-    state = zseg.init_state(list(clip.frames))
-    rows = list(zseg.propagate(state, zero_shot=True, return_probs=True))
-    zseg.objectness_threshold, zseg.min_area = 0.5, 0.001
+    loose = Segmenter(zseg.model, objectness_threshold=0.0, min_area=0.0)
+    rows = list(loose.propagate(loose.init_state(list(clip.frames)), zero_shot=True, return_probs=True))
     assert all(ids == [1, 2, 3] for _, ids, _ in rows)
 
 
