@@ -18,7 +18,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         "--max-size",
         type=int,
         default=240,
-        help="processing size, shorter side in pixels, at least 32; 0: full resolution (default: 240)",
+        help="processing size, shorter side in pixels, at least 16; 0: full resolution (default: 240)",
     )
     p.add_argument(
         "--random-weights",
@@ -36,3 +36,13 @@ def check_model_options(args: argparse.Namespace) -> None:
     if isinstance(threads, int) and threads < 1:
         raise RecvosError(f"--threads {threads}: must be 1 or more (or left out for the default)")
     check_max_size(args.max_size)
+
+
+def sequence_names(values: list[str] | str | None) -> list[str] | None:
+    """``--sequences a b,c`` -> ["a", "b", "c"]: spaces and commas both separate names (predict and evaluate)."""
+    if not values:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    return list(dict.fromkeys(names)) or None

@@ -31,8 +31,8 @@ __all__ = [
 
 MaskInput = np.ndarray | Mapping[int, np.ndarray] | str | os.PathLike
 
-#: smallest processing size: the backbones' coarsest feature map has stride 32
-MIN_SIZE = 32
+#: smallest processing size: below it the prompt masks and the coarse feature maps (stride 32) vanish
+MIN_SIZE = 16
 #: largest object id: output masks are palette PNGs (ids 0..255)
 MAX_OBJECT_ID = 255
 
@@ -43,8 +43,8 @@ def check_max_size(max_size: int | None) -> None:
         return
     if not isinstance(max_size, (int, np.integer)) or max_size < MIN_SIZE:
         raise RecvosError(
-            f"max_size (--max-size) {max_size}: the processing size must be at least {MIN_SIZE} pixels (the network's "
-            "stride), or 0 for the full resolution; e.g. --max-size 240"
+            f"max_size (--max-size) {max_size}: the processing size must be at least {MIN_SIZE} pixels, "
+            "or 0 for the full resolution; e.g. --max-size 240"
         )
 
 

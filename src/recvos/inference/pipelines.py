@@ -578,6 +578,13 @@ def evaluated_frames(dataset: Any, seq: Any) -> set[str] | None:
     return stems or None
 
 
+def expected_stems(dataset: Any, seq: Any, fmt: str) -> list[str]:
+    """Frame stems a finished sequence has masks for, in order (the evaluated frames for a submission zip)."""
+    stems = [Path(p).stem for p in seq.frame_paths]
+    wanted = evaluated_frames(dataset, seq) if fmt == "youtube-vos-zip" else None
+    return stems if wanted is None else [s for s in stems if s in wanted]
+
+
 def predict_dataset(
     seg: Segmenter,
     dataset: Any,
@@ -588,48 +595,88 @@ def predict_dataset(
     zero_shot: bool = False,
     online_steps: int = 0,
     overwrite: bool = False,
+    resume: bool = False,
     progress: Progress | None = None,
 ) -> RunReport:
     """Segment the sequences ``names`` (default: all) of a VOSDataset into ``out_dir/<seq>/<frame>.png`` at the
     annotation size. ``fmt="youtube-vos-zip"`` writes ``out_dir/Annotations/<seq>/<frame>.png`` for the
     annotated frames (see :func:`evaluated_frames`) and zips the ``Annotations`` folder into
     ``out_dir/submission.zip`` (the YouTube-VOS submission layout) with every sequence present there; after
-    sharded runs, ``recvos predict ... --zip-only`` zips all shards' results.
+    sharded runs, ``recvos predict ... --zip-only`` zips all shards' results. ``resume``: sequences that
+    already have every mask are skipped, the others (an interrupted run's last one) are redone.
     """
+    check_predict_output(out_dir, dataset, names, fmt, overwrite, resume)
+    out = Path(out_dir)
+    names = list(dataset.names) if names is None else list(names)
+    base = out / "Annotations" if fmt == "youtube-vos-zip" else out
+    frames = 0
+    ft = 0.0
+    skipped = 0
+    t0 = time.perf_counter()
+    for name in names:
+        seq = dataset[name]
+        seq_dir = base / seq.name
+        stems = expected_stems(dataset, seq, fmt)
+        if resume and seq_dir.is_dir():
+            if all((seq_dir / f"{s}.png").is_file() for s in stems):
+                skipped += 1
+                if progress is not None:
+                    progress.update(1)
+                continue
+            remove_stale_temps(seq_dir)
+        _mkdir(seq_dir, "results")
+        wanted = set(stems)
+        state = open_sequence(seg, seq, zero_shot=zero_shot, online_steps=online_steps)
+        ft += state.finetune_result.seconds if state.finetune_result is not None else 0.0
+        for idx, _, ids in seg.propagate(state, zero_shot=zero_shot):
+            stem = Path(seq.frame_paths[idx]).stem
+            if stem in wanted:
+                target = seq_dir / f"{stem}.png"
+                try:
+                    write_mask(target, ids)
+                except OSError as e:
+                    raise write_failed(
+                        target, e, "finished sequences are complete; rerun with --resume to continue"
+                    ) from None
+            frames += 1
+        if progress is not None:
+            progress.update(1)
+    if skipped:
+        log.info("skipped %d finished sequence(s)", skipped)
+    seconds = time.perf_counter() - t0 - ft
+    if fmt == "youtube-vos-zip":
+        zip_folder(base, out / "submission.zip")
+    return RunReport(frames=frames, seconds=seconds, finetune_seconds=ft, sequences=len(names) - skipped)
+
+
+def check_predict_output(
+    out_dir: str | os.PathLike,
+    dataset: Any,
+    names: Sequence[str] | None,
+    fmt: str,
+    overwrite: bool,
+    resume: bool,
+) -> None:
+    """Check a ``recvos predict`` results folder before any model is loaded: the format, results of these
+    sequences already there (refused unless ``overwrite`` or ``resume``), and that it can be written."""
     if fmt not in FORMATS:
         raise RecvosError(f"unknown output format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if overwrite and resume:
+        raise RecvosError("--resume keeps finished sequences, --overwrite replaces them; pick one")
     out = Path(out_dir)
     names = list(dataset.names) if names is None else list(names)
     base = out / "Annotations" if fmt == "youtube-vos-zip" else out
     if out.exists() and not out.is_dir():
         raise RecvosError(f"{out}: exists and is not a folder; choose another output path")
-    if not overwrite:
+    if not (overwrite or resume):
         busy = [n for n in names if (base / n).is_dir() and any((base / n).iterdir())]
         if busy:
             raise RecvosError(
-                f"{base / busy[0]}: results exist for {len(busy)} sequence(s); pass --overwrite or choose another folder"
+                f"{base / busy[0]}: results exist for {len(busy)} sequence(s); pass --resume to keep the "
+                "finished ones, --overwrite to replace them, or choose another folder"
             )
-    frames = 0
-    ft = 0.0
-    t0 = time.perf_counter()
-    for name in names:
-        seq = dataset[name]
-        seq_dir = base / seq.name
-        seq_dir.mkdir(parents=True, exist_ok=True)
-        wanted = evaluated_frames(dataset, seq) if fmt == "youtube-vos-zip" else None
-        state = open_sequence(seg, seq, zero_shot=zero_shot, online_steps=online_steps)
-        ft += state.finetune_result.seconds if state.finetune_result is not None else 0.0
-        for idx, _, ids in seg.propagate(state, zero_shot=zero_shot):
-            stem = Path(seq.frame_paths[idx]).stem
-            if wanted is None or stem in wanted:
-                write_mask(seq_dir / f"{stem}.png", ids)
-            frames += 1
-        if progress is not None:
-            progress.update(1)
-    seconds = time.perf_counter() - t0 - ft
-    if fmt == "youtube-vos-zip":
-        zip_folder(base, out / "submission.zip")
-    return RunReport(frames=frames, seconds=seconds, finetune_seconds=ft, sequences=len(names))
+    _mkdir(base, "results")
+    probe_writable(base, "results")
 
 
 def zip_folder(folder: Path, zip_path: Path) -> Path:

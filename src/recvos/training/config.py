@@ -198,8 +198,40 @@ def _all_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
+#: common names for settings that recvos spells differently (leaf name -> recvos leaf name)
+_SYNONYMS = {
+    "learning_rate": "lr",
+    "learningrate": "lr",
+    "base_lr": "lr",
+    "batch": "batch_size",
+    "bs": "batch_size",
+    "iterations": "steps",
+    "iters": "steps",
+    "max_steps": "steps",
+    "num_steps": "steps",
+    "wd": "weight_decay",
+}
+
+
+def _close_keys(key: str, keys: list[str]) -> list[str]:
+    """Known keys a mistyped ``key`` may mean: spelling neighbours, synonyms and acronyms of its last part
+    (``optim.learning_rate`` -> ``optim.lr``), in the same section first."""
+    section, _, leaf = key.rpartition(".")
+    words = [w for w in leaf.lower().split("_") if w]
+    acronym = "".join(w[0] for w in words) if len(words) > 1 else None
+    out = []
+    for k in keys:
+        k_section, _, k_leaf = k.rpartition(".")
+        if (_SYNONYMS.get(leaf.lower()) == k_leaf or (acronym and k_leaf == acronym)) and (
+            k_section == section or not section
+        ):
+            out.append(k)
+    out += difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
+    return list(dict.fromkeys(out))[:3]
+
+
 def _unknown(key: str, where: str) -> RecvosError:
-    close = difflib.get_close_matches(key, _all_keys(Config), n=3, cutoff=0.5)
+    close = _close_keys(key, _all_keys(Config))
     hint = (
         f"; did you mean {', '.join(close)}?" if close else "; see the keys of recvos.training.config.Config"
     )
