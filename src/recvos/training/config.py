@@ -416,6 +416,16 @@ def validate_config(cfg: Config) -> Config:
     return cfg
 
 
+def read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``; RecvosError naming the file if it is not UTF-8 text or not YAML."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise RecvosError(f"config file {path} is not UTF-8 text; pass a YAML preset") from None
+    except yaml.YAMLError as e:
+        raise RecvosError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults < the YAML preset at ``path`` < ``overrides`` (``["key=value", ...]``)."""
     data: dict = {}
@@ -427,10 +437,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise RecvosError(
                 f"config file {path} does not exist; pass a preset from configs/ (e.g. configs/smoke_synthetic.yaml)"
             )
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise RecvosError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        data = read_yaml(path)
     cfg = config_from_dict(data, where)
     return apply_overrides(cfg, list(overrides or []))
 
