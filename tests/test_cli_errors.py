@@ -178,6 +178,20 @@ def test_zero_shot_with_a_one_shot_model(tmp_path, video, ckpt, capsys):
     assert not (tmp_path / "out").exists()  # the folder created for it is removed again
 
 
+def test_model_mode_errors_in_the_python_api():
+    """Done by the lead (RecurrentVOS.check_mode): each fails with a RecvosError naming the mode and the fix."""
+    from recvos.inference.segmenter import Segmenter
+    from recvos.models.factory import build_model
+
+    frames = [np.zeros((48, 64, 3), np.uint8)] * 2
+    zero = Segmenter(build_model("rvos-s", mode="zero-shot", hidden_size=16, max_objects=2))
+    with pytest.raises(RecvosError, match="zero-shot model"):
+        zero.add_mask(zero.init_state(frames), 0, np.ones((48, 64), np.int64))
+    one = Segmenter(build_model("rvos-t", hidden_size=16))
+    with pytest.raises(RecvosError, match="one-shot model and cannot run zero-shot"):
+        next(one.propagate(one.init_state(frames), zero_shot=True))
+
+
 # ------------------------------------------------------------------------------------ output paths
 def test_read_only_output_folder(tmp_path, video, readonly_dir, no_model, capsys):
     path, gt = video

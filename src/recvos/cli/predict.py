@@ -61,6 +61,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="only zip RESULTS/Annotations into RESULTS/submission.zip (after sharded runs)",
     )
+    p.add_argument(
+        "--convert-masks",
+        action="store_true",
+        help="accept RGB colour annotations (one id per colour) and anti-aliased binary ones (threshold 128)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing results of these sequences")
     p.add_argument(
         "--resume",
@@ -95,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if args.online_steps < 0:
         raise RecvosError(f"--online-steps {args.online_steps}: must be 0 (no online learning) or more")
     index, count = parse_shard(args.shard)
-    dataset = open_dataset(args.dataset, args.root, args.split)
+    dataset = open_dataset(args.dataset, args.root, args.split, convert_masks=args.convert_masks)
     names = list(dataset.names)
     wanted = sequence_names(args.sequences)
     if wanted:
