@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ids = read_mask(args.mask)
     rows = []
     for name in args.models:
-        seg = load_model(name, "cpu", max_size=args.max_size)
+        seg = load_model(name, "cpu", max_size=args.max_size, allow_random=True)
         h, w = seg.init_state(raw[:1]).proc_size
         frames = [frame_to_tensor(f, (h, w), seg.device) for f in raw]
         first = torch.from_numpy(resize_binary(ids > 0, (h, w))).float()[None, None]

@@ -307,7 +307,7 @@ def test_frames_of_another_size_are_an_error(seg, clip):
 
 def test_load_model_names_paths_and_errors(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
-        s = load_model("rvos-t", hidden_size=16, max_size=100)
+        s = load_model("rvos-t", hidden_size=16, max_size=100, allow_random=True)
     assert "random weights" in caplog.text and s.max_size == 100
     ckpt = tmp_path / "m.pt"
     save_model(s.model, ckpt)

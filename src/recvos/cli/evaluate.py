@@ -19,6 +19,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "Score predicted masks (PRED/<seq>/<frame>.png, palette or greyscale ids) against the ground truth "
             "with the DAVIS region (J) and boundary (F) measures. Prints the global table and one row per object."
         ),
+        epilog="""examples:
+  recvos evaluate --gt data/davis2016 --pred results/ --split val
+  recvos evaluate --gt data/davis2017 --pred results/ --sequences bike-packing,dogs-jump --csv r.csv
+  recvos evaluate --gt data/davis2017 --pred results/ --task unsupervised --plot plots/""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--gt",
@@ -40,7 +45,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--dataset", choices=DATASETS, default=None, help="dataset layout of --gt (default: auto-detect)"
     )
     p.add_argument(
-        "--sequences", default=None, help="comma-separated sequence names to evaluate (default: all)"
+        "--sequences",
+        nargs="+",
+        default=None,
+        metavar="SEQ",
+        help="sequences to evaluate, separated by spaces or commas (default: all)",
     )
     p.add_argument(
         "--csv", default=None, metavar="FILE", help="write the global and per-object metrics as CSV"
@@ -79,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise RecvosError(f"--workers must be at least 1, got {args.workers}")
     specs = find_ground_truth(args.gt, args.split, args.dataset, args.task)
-    sequences = [s for s in args.sequences.split(",") if s] if args.sequences else None
+    from recvos.cli.options import sequence_names
+
+    sequences = sequence_names(args.sequences)
     total = len(sequences) if sequences is not None else len(specs)
     options = {} if args.max_proposals is None else {"max_proposals": args.max_proposals}
     with tqdm(total=total, desc="evaluate", unit="seq", disable=None, file=sys.stderr) as bar:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from recvos.cli.options import add_model_options
+from recvos.cli.options import add_model_options, check_model_options, sequence_names
+
+EXAMPLES = """examples:
+  recvos predict --dataset davis2016 --root data/davis2016 --split val -o results/
+  recvos predict --dataset davis2017 --root data/davis2017 -o results/ --sequences bike-packing,dogs-jump
+  recvos predict --dataset youtube-vos --root data/ytvos --format youtube-vos-zip -o sub/ --shard 0/4
+  recvos predict --dataset davis2016 --root data/davis2016 -o results/ --resume   # after an interruption"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -14,10 +20,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="segment a dataset into a results folder",
         description=(
             "Write RESULTS/<seq>/<frame>.png at the annotation resolution, using each object's first annotated "
-            "mask only (the layout recvos evaluate and the DAVIS toolkit read)."
+            "mask only (the layout recvos evaluate and the DAVIS toolkit read). The dataset, the options and "
+            "the results folder are checked before the model is loaded."
         ),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--dataset", required=True, choices=["davis2016", "davis2017", "youtube-vos", "folder"])
+    p.add_argument(
+        "--dataset",
+        required=True,
+        choices=["davis2016", "davis2017", "youtube-vos", "folder"],
+        help="layout of --root (folder: ROOT/JPEGImages/<seq>/ and ROOT/Annotations/<seq>/)",
+    )
     p.add_argument("--root", required=True, help="dataset root folder")
     p.add_argument("--split", default=None, help="split (default: the dataset's validation split)")
     p.add_argument("-o", "--output", required=True, metavar="RESULTS", help="results folder")
@@ -27,14 +41,37 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--shard", default=None, metavar="i/n", help="run the i-th (0-based) of n interleaved shards"
     )
-    p.add_argument("--sequences", nargs="+", default=None, metavar="SEQ", help="only these sequences")
-    p.add_argument("--format", default="davis", choices=["davis", "youtube-vos-zip"], dest="fmt")
+    p.add_argument(
+        "--sequences",
+        nargs="+",
+        default=None,
+        metavar="SEQ",
+        help="only these sequences, separated by spaces or commas",
+    )
+    p.add_argument(
+        "--format",
+        default="davis",
+        choices=["davis", "youtube-vos-zip"],
+        dest="fmt",
+        help="davis: RESULTS/<seq>/<frame>.png; youtube-vos-zip: the annotated frames in "
+        "RESULTS/Annotations, zipped into RESULTS/submission.zip (default: davis)",
+    )
     p.add_argument(
         "--zip-only",
         action="store_true",
         help="only zip RESULTS/Annotations into RESULTS/submission.zip (after sharded runs)",
     )
+    p.add_argument(
+        "--convert-masks",
+        action="store_true",
+        help="accept RGB colour annotations (one id per colour) and anti-aliased binary ones (threshold 128)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing results of these sequences")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run: skip sequences with every mask written, redo the others",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -44,7 +81,13 @@ def run(args: argparse.Namespace) -> int:
 
     from recvos.data.datasets import open_dataset
     from recvos.errors import RecvosError
-    from recvos.inference.pipelines import parse_shard, predict_dataset, shard_names, zip_folder
+    from recvos.inference.pipelines import (
+        check_predict_output,
+        parse_shard,
+        predict_dataset,
+        shard_names,
+        zip_folder,
+    )
     from recvos.inference.segmenter import load_model
 
     if args.zip_only:
@@ -53,19 +96,31 @@ def run(args: argparse.Namespace) -> int:
             raise RecvosError(f"{ann}: no results to zip; run recvos predict --format youtube-vos-zip first")
         print(f"wrote {zip_folder(ann, Path(args.output) / 'submission.zip')}")
         return 0
+    check_model_options(args)
+    if args.online_steps < 0:
+        raise RecvosError(f"--online-steps {args.online_steps}: must be 0 (no online learning) or more")
     index, count = parse_shard(args.shard)
-    dataset = open_dataset(args.dataset, args.root, args.split)
+    dataset = open_dataset(args.dataset, args.root, args.split, convert_masks=args.convert_masks)
     names = list(dataset.names)
-    if args.sequences:
-        unknown = sorted(set(args.sequences) - set(names))
+    wanted = sequence_names(args.sequences)
+    if wanted:
+        unknown = sorted(set(wanted) - set(names))
         if unknown:
             raise RecvosError(
                 f"{args.root}: no sequence(s) {', '.join(unknown)} in the {args.split or 'default'} split"
             )
-        names = list(args.sequences)
+        names = wanted
     names = shard_names(names, index, count)
+    check_predict_output(args.output, dataset, names, args.fmt, args.overwrite, args.resume)
     kind = "zero-shot" if args.zero_shot else "one-shot"
-    seg = load_model(args.model, args.device, kind=kind, threads=args.threads, max_size=args.max_size)
+    seg = load_model(
+        args.model,
+        args.device,
+        kind=kind,
+        threads=args.threads,
+        max_size=args.max_size,
+        allow_random=args.random_weights,
+    )
     with tqdm(total=len(names), unit="seq", desc="predict", disable=args.no_progress) as bar:
         report = predict_dataset(
             seg,
@@ -76,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
             zero_shot=args.zero_shot,
             online_steps=args.online_steps,
             overwrite=args.overwrite,
+            resume=args.resume,
             progress=bar,
         )
     print(

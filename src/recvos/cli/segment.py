@@ -5,20 +5,31 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recvos.cli.options import add_model_options
+from recvos.cli.options import add_model_options, check_model_options
 
 log = logging.getLogger(__name__)
+
+EXAMPLES = """examples:
+  recvos segment video.mp4 --mask first.png -o out/ --overlay out.mp4
+  recvos segment frames/ --zero-shot -o out/
+  recvos segment video.mp4 --masks masks/ -o out/            # objects given on any frames
+  recvos segment video.mp4 --box 120,40,380,300 --frame 10 -o out/
+  recvos segment video.mp4 --mask first.png -o out/ --start 100 --end 400 --stride 2
+  recvos segment video.mp4 --mask first.png -o out/ --resume   # after an interruption"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "segment",
         help="segment objects in a video or frame folder",
-        description="Write one DAVIS-palette PNG per frame (named after the frames) and optionally an overlay video.",
+        description="Write one DAVIS-palette PNG per frame (named after the frames) and optionally an overlay "
+        "video. Inputs, masks and output paths are checked before the model is loaded.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("input", help="video file or folder of frames")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--mask", help="object-id PNG of the first frame")
+    g.add_argument("--mask", help="object-id PNG of the first (segmented) frame")
     g.add_argument(
         "--masks",
         metavar="DIR",
@@ -35,17 +46,36 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar='"x,y,+;x,y,-"',
         help="the object as clicks in frame pixels, + on the object, - on the background (with or without --box)",
     )
-    p.add_argument("--frame", type=int, default=0, help="frame of --box/--points (default: 0)")
+    p.add_argument("--frame", type=int, default=0, help="frame number of --box/--points (default: 0)")
+    p.add_argument(
+        "--convert-masks",
+        action="store_true",
+        help="accept RGB colour masks (one id per colour) and anti-aliased binary masks (threshold at 128)",
+    )
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder for the mask PNGs")
     p.add_argument(
         "--overlay", metavar="OUT.mp4", help="also write an H.264 video with the masks drawn over the frames"
     )
+    p.add_argument(
+        "--probs",
+        metavar="DIR",
+        help="also write each object's probabilities as greyscale PNGs DIR/<obj_id>/<frame>.png (255 = 1.0)",
+    )
+    p.add_argument("--start", type=int, default=0, help="first frame number to segment (default: 0)")
+    p.add_argument("--end", type=int, default=None, help="stop before this frame number (default: the end)")
+    p.add_argument("--stride", type=int, default=1, help="segment every N-th frame from --start (default: 1)")
     add_model_options(p)
     p.add_argument(
         "--online-steps", type=int, default=0, help="online-learning steps on the annotated frame(s)"
     )
     p.add_argument("--objectness-threshold", type=float, default=0.5, help="zero-shot: minimum objectness")
     p.add_argument("--overwrite", action="store_true", help="write into an existing non-empty output folder")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in OUT_DIR from its last written mask (rerun the same command "
+        "with --resume); objects are re-prompted from that mask",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -53,43 +83,55 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from recvos.data.frames import open_frames
-    from recvos.inference.pipelines import segment_to_folder
+    from recvos.inference.pipelines import BoxOrClicks, plan_segment, run_segment
     from recvos.inference.segmenter import load_model
 
+    check_model_options(args)
     prompt = None
     if args.box is not None or args.points is not None:
-        from recvos.inference.pipelines import BoxOrClicks
         from recvos.prompts import parse_box, parse_points
 
         points, labels = parse_points(args.points) if args.points is not None else (None, None)
         box = parse_box(args.box) if args.box is not None else None
         prompt = BoxOrClicks(frame=args.frame, box=box, points=points, labels=labels)
-    kind = "zero-shot" if args.zero_shot else "one-shot"
-    seg = load_model(
-        args.model,
-        args.device,
-        kind=kind,
-        threads=args.threads,
-        max_size=args.max_size,
-        objectness_threshold=args.objectness_threshold,
+    # every input and output path is checked before the model loads (seconds) and before any progress bar
+    plan = plan_segment(
+        args.input,
+        args.output,
+        mask=args.mask,
+        masks_dir=args.masks,
+        prompt=prompt,
+        overlay=args.overlay,
+        probs=args.probs,
+        zero_shot=args.zero_shot,
+        online_steps=args.online_steps,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        convert_masks=args.convert_masks,
+        start=args.start,
+        end=args.end,
+        stride=args.stride,
     )
-    with open_frames(args.input) as source:
-        bar = tqdm(total=source.num_frames, unit="frame", desc="segment", disable=args.no_progress)
-        with bar:
-            report = segment_to_folder(
-                seg,
-                source,
-                args.output,
-                mask=args.mask,
-                masks_dir=args.masks,
-                prompt=prompt,
-                overlay=args.overlay,
-                zero_shot=args.zero_shot,
-                online_steps=args.online_steps,
-                overwrite=args.overwrite,
-                progress=bar,
+    try:
+        try:
+            seg = load_model(
+                args.model,
+                args.device,
+                kind="zero-shot" if args.zero_shot else "one-shot",
+                threads=args.threads,
+                max_size=args.max_size,
+                objectness_threshold=args.objectness_threshold,
+                allow_random=args.random_weights,
             )
+        except BaseException:
+            plan.remove_created()
+            raise
+        if plan.resumed_from is not None:
+            print(f"resuming after frame {plan.resumed_from}: {plan.total} frames left")
+        with tqdm(total=plan.total, unit="frame", desc="segment", disable=args.no_progress) as bar:
+            report = run_segment(seg, plan, progress=bar)
+    finally:
+        plan.close()
     if report.finetune_seconds:
         print(f"online learning: {report.finetune_seconds:.1f} s ({args.online_steps} steps)")
     print(

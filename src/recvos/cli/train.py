@@ -16,6 +16,12 @@ def add_parser(subparsers) -> None:
         help="train RVOS or S2S from a YAML preset",
         description="Train a model. Config: dataclass defaults < --config preset < key=value overrides "
         "(dotted keys, YAML values, e.g. train.steps=100 optim.lr=1e-4 model.options.backbone=resnet18).",
+        epilog="""examples:
+  recvos train --config configs/smoke_synthetic.yaml --out runs/smoke
+  recvos train --config configs/rvos_oneshot_davis2016.yaml optim.lr=5e-4 train.batch_size=8
+  recvos train --resume runs/smoke                      # continue after a crash
+  torchrun --nproc_per_node=4 -m recvos train --config configs/rvos_youtubevos.yaml""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", help="YAML preset (configs/*.yaml)")
     p.add_argument(

@@ -26,6 +26,7 @@ __all__ = [
     "VIDEO_SUFFIXES",
     "FolderFrames",
     "FrameSource",
+    "SlicedFrames",
     "VideoFrames",
     "list_images",
     "natural_key",
@@ -196,8 +197,25 @@ def _av():
     return av
 
 
+def _rotation_turns(rotation: float | None) -> int:
+    """Quarter turns for ``np.rot90`` that undo a display-matrix rotation (degrees counter-clockwise, as
+    FFmpeg reports it; phone videos recorded upright carry -90 or 90)."""
+    if not rotation:
+        return 0
+    turns = round(float(rotation) / 90)
+    if abs(turns * 90 - float(rotation)) > 1:
+        log.warning("rotation of %.1f degrees is not a multiple of 90; ignored", rotation)
+        return 0
+    return turns % 4
+
+
 class VideoFrames(FrameSource):
-    """A video file decoded with PyAV, streamed one frame at a time (the first video stream)."""
+    """A video file decoded with PyAV, streamed one frame at a time (the first video stream).
+
+    A rotation in the video's metadata (the display matrix phones write for portrait videos) is applied,
+    so frames, ``size`` and the masks come out the way a player shows the video; ``rotation`` is the
+    quarter turns applied (``np.rot90``'s ``k``).
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -219,9 +237,22 @@ class VideoFrames(FrameSource):
             self._num_frames: int | None = int(stream.frames) if stream.frames and stream.frames > 0 else None
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             self._fps: float | None = float(rate) if rate else None
+            self.rotation = self._probe_rotation(container)
+            if self.rotation % 2:
+                self._size = (self._size[1], self._size[0])
         finally:
             container.close()
         self._open: set = set()
+
+    @staticmethod
+    def _probe_rotation(container) -> int:
+        """Quarter turns of the display matrix, read from the first decoded frame (0 if it cannot be read)."""
+        try:
+            for frame in container.decode(video=0):
+                return _rotation_turns(getattr(frame, "rotation", 0))
+        except Exception:  # noqa: BLE001 - decoding errors are reported when the frames are read
+            return 0
+        return 0
 
     @property
     def num_frames(self) -> int | None:
@@ -260,6 +291,8 @@ class VideoFrames(FrameSource):
             try:
                 for frame in container.decode(stream):
                     arr = frame.to_ndarray(format="rgb24")
+                    if self.rotation:
+                        arr = np.ascontiguousarray(np.rot90(arr, self.rotation))
                     i += 1
                     yield arr
             except av.FFmpegError as e:
@@ -280,6 +313,63 @@ class VideoFrames(FrameSource):
         for c in list(self._open):
             c.close()
         self._open.clear()
+
+
+class SlicedFrames(FrameSource):
+    """Frames ``start, start + stride, ...`` before ``end`` of another source (``recvos segment
+    --start/--end/--stride``); frame names are those of the source, so outputs keep the original numbering.
+    Skipped frames of a video are still decoded (videos cannot seek exactly), but never segmented."""
+
+    def __init__(self, base: FrameSource, start: int = 0, end: int | None = None, stride: int = 1) -> None:
+        if start < 0:
+            raise RecvosError(f"--start {start}: must be 0 or more")
+        if stride < 1:
+            raise RecvosError(f"--stride {stride}: must be 1 or more")
+        if end is not None and end <= start:
+            raise RecvosError(f"--end {end}: must be greater than --start {start}")
+        self.base = base
+        self.path = base.path
+        names = base.frame_names
+        if start >= len(names):
+            raise RecvosError(
+                f"{base.path}: --start {start} is beyond the video ({len(names)} frames, 0..{len(names) - 1})"
+            )
+        stop = len(names) if end is None else min(end, len(names))
+        self.indices = list(range(start, stop, stride))
+        self._names = [names[i] for i in self.indices]
+        self._size = base.size
+        self._fps = base.fps / stride if base.fps else None
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.indices)
+
+    @property
+    def frame_names(self) -> list[str]:
+        return list(self._names)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if isinstance(self.base, FolderFrames):  # random access: read only the selected files
+            for i in self.indices:
+                yield self.base.load(i)
+            return
+        wanted = iter(self.indices)
+        nxt = next(wanted, None)
+        frames = iter(self.base)
+        try:
+            for i, frame in enumerate(frames):
+                if nxt is None:
+                    break
+                if i == nxt:
+                    yield frame
+                    nxt = next(wanted, None)
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
+
+    def close(self) -> None:
+        self.base.close()
 
 
 def open_frames(path: str | os.PathLike | FrameSource) -> FrameSource:

@@ -17,13 +17,40 @@ from recvos.errors import RecvosError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MaskInput", "processing_size", "check_frame", "frame_to_tensor", "resize_binary", "prompt_masks"]
+__all__ = [
+    "MAX_OBJECT_ID",
+    "MIN_SIZE",
+    "MaskInput",
+    "check_max_size",
+    "processing_size",
+    "check_frame",
+    "frame_to_tensor",
+    "resize_binary",
+    "prompt_masks",
+]
 
 MaskInput = np.ndarray | Mapping[int, np.ndarray] | str | os.PathLike
+
+#: smallest processing size: below it the prompt masks and the coarse feature maps (stride 32) vanish
+MIN_SIZE = 16
+#: largest object id: output masks are palette PNGs (ids 0..255)
+MAX_OBJECT_ID = 255
+
+
+def check_max_size(max_size: int | None) -> None:
+    """RecvosError unless ``max_size`` is None/0 (full resolution) or at least :data:`MIN_SIZE`."""
+    if max_size is None or max_size == 0:
+        return
+    if not isinstance(max_size, (int, np.integer)) or max_size < MIN_SIZE:
+        raise RecvosError(
+            f"max_size (--max-size) {max_size}: the processing size must be at least {MIN_SIZE} pixels, "
+            "or 0 for the full resolution; e.g. --max-size 240"
+        )
 
 
 def processing_size(frame_size: tuple[int, int], max_size: int | None) -> tuple[int, int]:
     """(h, w) with the shorter side at most ``max_size``, aspect kept, never upscaled."""
+    check_max_size(max_size)
     H, W = frame_size
     if not max_size or min(H, W) <= max_size:
         return H, W
@@ -89,21 +116,42 @@ def _fit_size(m: np.ndarray, frame_size: tuple[int, int], out: tuple[int, int], 
     return resize_ids(m, out)
 
 
+def _check_id(obj: int, where: str) -> None:
+    if obj > MAX_OBJECT_ID:
+        raise RecvosError(
+            f"{where}: object id {obj} is above {MAX_OBJECT_ID}; output masks are palette PNGs with ids "
+            f"1..{MAX_OBJECT_ID}: renumber the objects"
+        )
+
+
 def prompt_masks(
-    mask: MaskInput, frame_idx: int, frame_size: tuple[int, int], output_size: tuple[int, int]
+    mask: MaskInput,
+    frame_idx: int,
+    frame_size: tuple[int, int],
+    output_size: tuple[int, int],
+    where: str | None = None,
 ) -> dict[int, np.ndarray]:
     """A prompt (int id map [H, W], ``{obj_id: bool [H, W]}`` or a mask PNG path) -> ``{obj_id: bool mask at
-    the output size}``, or RecvosError naming the mask and the fix."""
-    where = f"mask for frame {frame_idx}"
+    the output size}``, or RecvosError naming the mask (``where``, default the path or the frame) and the fix.
+    Object ids must be 1..255 (the outputs are palette PNGs)."""
+    where = where or f"mask for frame {frame_idx}"
     if isinstance(mask, (str, os.PathLike)):
         where = str(mask)
         mask = read_mask(mask)
+    if (
+        isinstance(mask, np.ndarray)
+        and mask.ndim == 2
+        and mask.size
+        and np.issubdtype(mask.dtype, np.integer)
+    ):
+        _check_id(int(mask.max()), where)
     if isinstance(mask, Mapping):
         objs = {}
         for obj, m in mask.items():
             obj = int(obj)
             if obj <= 0:
                 raise RecvosError(f"{where}: object id {obj} must be a positive integer (0 is background)")
+            _check_id(obj, where)
             m = np.asarray(m)
             if m.ndim != 2:
                 raise RecvosError(f"{where}: object {obj} mask must be 2-D [H, W], got {tuple(m.shape)}")

@@ -4,21 +4,28 @@ results folder or a YouTube-VOS submission zip (``recvos predict``). Both stream
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import itertools
 import logging
 import os
 import re
+import tempfile
 import time
 import zipfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from PIL import Image
 
-from recvos.data.masks import write_mask
+from recvos.data.frames import FolderFrames, FrameSource, SlicedFrames, open_frames
+from recvos.data.masks import onehot_to_ids, read_mask, write_mask
 from recvos.errors import RecvosError
-from recvos.fileio import atomic_write
+from recvos.fileio import atomic_write, remove_stale_temps
+from recvos.inference.inputs import prompt_masks
 from recvos.inference.overlay import OverlayWriter
 from recvos.inference.segmenter import InferenceState, Segmenter
 
@@ -45,31 +52,95 @@ class RunReport:
         return self.frames / self.seconds if self.seconds > 0 else float("nan")
 
 
-def check_output_dir(path: Path, overwrite: bool) -> None:
-    """Refuse an existing non-empty folder unless ``overwrite``; create it otherwise."""
-    if path.exists() and not path.is_dir():
-        raise RecvosError(f"{path}: exists and is not a folder; choose another output path")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
+def _mkdir(path: Path, what: str) -> bool:
+    """Create ``path`` (and parents); True if it was created. RecvosError naming it on failure."""
+    if path.is_dir():
+        return False
+    if path.exists():
+        raise RecvosError(f"{path}: exists and is not a folder; choose another {what} path")
+    try:
+        path.mkdir(parents=True)
+    except FileExistsError:
+        return False
+    except OSError as e:
         raise RecvosError(
-            f"{path}: output folder exists and is not empty; pass --overwrite or choose another folder"
+            f"{path}: cannot create the {what} folder ({e.strerror or e}); choose a folder you can write to"
+        ) from None
+    return True
+
+
+def probe_writable(folder: Path, what: str) -> None:
+    """RecvosError unless a file can be created in ``folder`` (tried, not guessed: permissions, read-only
+    or full file systems all fail here, before any work)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".recvos-probe.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise RecvosError(
+            f"{folder}: cannot write the {what} there ({e.strerror or e}); choose a folder you can write to"
+        ) from None
+
+
+def check_output_dir(path: Path, overwrite: bool, what: str = "output", allow_existing: bool = False) -> bool:
+    """Refuse an existing non-empty folder unless ``overwrite`` (or ``allow_existing``, for resuming);
+    create it and check that it is writable. Returns True if the folder was created."""
+    if path.exists() and not path.is_dir():
+        raise RecvosError(f"{path}: exists and is not a folder; choose another {what} path")
+    if path.is_dir() and not (overwrite or allow_existing) and any(path.iterdir()):
+        raise RecvosError(
+            f"{path}: {what} folder exists and is not empty; pass --overwrite (or --resume to continue an "
+            "interrupted run) or choose another folder"
         )
-    path.mkdir(parents=True, exist_ok=True)
+    created = _mkdir(path, what)
+    probe_writable(path, f"{what} files")
+    return created
 
 
-def masks_from_dir(state: InferenceState, folder: Path) -> dict[int, Path]:
-    """Map the PNGs of ``folder`` to frame indices: by frame name (folder input) or by integer file stem."""
+def write_failed(path: Path, e: OSError, done: str) -> RecvosError:
+    """The one-line error for a failed write (full disk, permissions): what failed, what is kept, the fix."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free disk space or write elsewhere"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "make the folder writable or write elsewhere"
+    else:
+        fix = "check the disk and the folder"
+    return RecvosError(f"{path}: cannot write ({e.strerror or e}); {fix}; {done}")
+
+
+def masks_from_dir(
+    folder: Path, names: Sequence[str], indices: Sequence[int] | None = None
+) -> dict[int, Path]:
+    """Map the PNGs of ``folder`` to positions in the frames ``names``: by frame name, or by an integer file
+    stem, the frame number in the whole video (``indices``: the video's frame numbers of ``names``, when a
+    range of it is segmented)."""
     if not folder.is_dir():
         raise RecvosError(f"{folder}: mask folder not found; check --masks")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and not p.name.startswith("."))
     if not files:
         raise RecvosError(f"{folder}: no .png masks in the mask folder")
-    names = {state.frame_name(i): i for i in range(state.num_frames)} if state.num_frames is not None else {}
+    by_name = {n: i for i, n in enumerate(names)}
+    by_number = {int(k): i for i, k in enumerate(indices)} if indices is not None else None
     out: dict[int, Path] = {}
     for p in files:
-        if p.stem in names:
-            out[names[p.stem]] = p
+        if p.stem in by_name:
+            out[by_name[p.stem]] = p
         elif re.fullmatch(r"\d+", p.stem):
-            out[int(p.stem)] = p
+            n = int(p.stem)
+            if by_number is None:
+                if n >= len(names):
+                    raise RecvosError(
+                        f"{p}: frame index {n} is beyond the video ({len(names)} frames, 0..{len(names) - 1}); "
+                        "name masks after their frame"
+                    )
+                out[n] = p
+            elif n in by_number:
+                out[by_number[n]] = p
+            else:
+                raise RecvosError(
+                    f"{p}: frame {n} is not among the frames selected by --start/--end/--stride; "
+                    "move the mask or change the range"
+                )
         else:
             raise RecvosError(
                 f"{p}: mask name matches no frame; name masks after their frame (e.g. 00000.png)"
@@ -88,23 +159,72 @@ class BoxOrClicks:
     labels: list[int] | None = None
 
 
-def segment_to_folder(
-    seg: Segmenter,
-    source: Any,
+@dataclass
+class SegmentPlan:
+    """A ``recvos segment`` job with every input and output checked, made before any model is loaded.
+
+    ``source`` holds the frames still to segment (the range, and with ``resume`` the frames from the last
+    written mask on); ``prompts`` maps positions in it to ``{obj_id: bool mask}`` (frame size), ``box`` a
+    box/clicks prompt at its position. ``skip_first``: frame 0 of ``source`` is the already written mask
+    a resumed run re-prompts from. ``total``: masks to write.
+    """
+
+    source: FrameSource
+    out: Path
+    prompts: dict[int, dict[int, np.ndarray]]
+    box: BoxOrClicks | None
+    overlay: Path | None
+    probs: Path | None
+    zero_shot: bool
+    online_steps: int
+    skip_first: bool = False
+    resumed_from: str | None = None
+    total: int = 0
+    created: list[Path] = field(default_factory=list)
+    owned: bool = True
+
+    def close(self) -> None:
+        if self.owned:
+            self.source.close()
+
+    def remove_created(self) -> None:
+        """Remove the folders this plan created, if they are still empty (a job that wrote nothing)."""
+        for d in reversed(self.created):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
+def _written_prefix(out: Path, names: Sequence[str]) -> int:
+    """Number of leading frames of ``names`` whose mask is in ``out`` (masks are written in order, atomically,
+    so these are complete)."""
+    n = 0
+    for name in names:
+        if not (out / f"{name}.png").is_file():
+            break
+        n += 1
+    return n
+
+
+def plan_segment(
+    source: str | os.PathLike | FrameSource,
     out_dir: str | os.PathLike,
     *,
     mask: str | os.PathLike | None = None,
     masks_dir: str | os.PathLike | None = None,
     prompt: BoxOrClicks | None = None,
     overlay: str | os.PathLike | None = None,
+    probs: str | os.PathLike | None = None,
     zero_shot: bool = False,
     online_steps: int = 0,
     overwrite: bool = False,
-    progress: Progress | None = None,
-) -> RunReport:
-    """Segment one video (file, folder or FrameSource) into ``out_dir/<frame name>.png`` (DAVIS palette, the
-    frames' size), optionally with an overlay mp4. Objects come from a first-frame mask, a folder of masks,
-    or a box/clicks (object id 1); none with ``zero_shot``. Masks written before an error stay on disk."""
+    resume: bool = False,
+    convert_masks: bool = False,
+    start: int = 0,
+    end: int | None = None,
+    stride: int = 1,
+) -> SegmentPlan:
+    """Check options, frames, masks and output paths of a ``recvos segment`` job (RecvosError naming the
+    file and the fix) and create the output folders; nothing is segmented. See :func:`segment_to_folder`."""
     out = Path(out_dir)
     given = [
         g for g, v in (("--mask", mask), ("--masks", masks_dir), ("--box/--points", prompt)) if v is not None
@@ -117,36 +237,266 @@ def segment_to_folder(
         raise RecvosError(f"--zero-shot takes no objects; drop {given[0]} or --zero-shot")
     if len(given) > 1:
         raise RecvosError(f"give the objects one way: {' or '.join(given)}, not both")
-    if overlay is not None and Path(overlay).resolve().parent == out.resolve():
-        raise RecvosError(f"{overlay}: write the overlay outside the mask folder {out}")
-    state = seg.init_state(source)
+    if online_steps < 0:
+        raise RecvosError(f"--online-steps {online_steps}: must be 0 (no online learning) or more")
+    if zero_shot and online_steps:
+        raise RecvosError(
+            "--online-steps needs masks to learn from; drop it or give --mask instead of --zero-shot"
+        )
+    if resume and overwrite:
+        raise RecvosError(
+            "--resume continues the masks in the output folder, --overwrite replaces them; pick one"
+        )
+    if resume and zero_shot:
+        raise RecvosError(
+            "--resume re-prompts from the last written mask, which a zero-shot run cannot; rerun with --overwrite"
+        )
+    if resume and overlay is not None:
+        raise RecvosError(
+            "--resume cannot append to an overlay video; drop --overlay (or rerun with --overwrite)"
+        )
+    if overlay is not None:
+        overlay = Path(overlay)
+        if overlay.suffix.lower() not in (".mp4", ".mov", ".mkv"):
+            raise RecvosError(f"{overlay}: overlay videos are written as .mp4, .mov or .mkv; change the name")
+        if overlay.resolve().parent == out.resolve():
+            raise RecvosError(f"{overlay}: write the overlay outside the mask folder {out}")
+        if overlay.is_dir():
+            raise RecvosError(f"{overlay}: is a folder; give the overlay a file name such as out.mp4")
+    if probs is not None:
+        probs = Path(probs)
+        if probs.resolve() == out.resolve():
+            raise RecvosError(f"{probs}: write the probabilities to another folder than the masks")
+
+    base = open_frames(source)
+    owned = not isinstance(source, FrameSource)
     try:
+        frames: FrameSource = base
+        if start or end is not None or stride != 1:
+            frames = SlicedFrames(base, start, end, stride)
+        names = list(frames.frame_names)
+        indices = frames.indices if isinstance(frames, SlicedFrames) else None
+        size = tuple(frames.size)
+
+        def read(path: Path, local: int) -> dict[int, np.ndarray]:
+            ids = read_mask(path, convert=convert_masks)
+            return prompt_masks(ids, local, size, size, where=str(path))
+
+        prompts: dict[int, dict[int, np.ndarray]] = {}
         if mask is not None:
-            seg.add_mask(state, 0, mask)
+            prompts[0] = read(Path(mask), 0)
         elif masks_dir is not None:
-            for idx, p in sorted(masks_from_dir(state, Path(masks_dir)).items()):
-                seg.add_mask(state, idx, p)
-        elif prompt is not None:
-            seg.add_prompt(state, prompt.frame, 1, box=prompt.box, points=prompt.points, labels=prompt.labels)
-        check_output_dir(out, overwrite)
-        ft = seg.finetune(state, steps=online_steps) if online_steps > 0 else 0.0
-        writer = OverlayWriter(overlay, fps=state.fps) if overlay is not None else None
+            for local, p in sorted(masks_from_dir(Path(masks_dir), names, indices).items()):
+                prompts[local] = read(p, local)
+        box = None
+        if prompt is not None:
+            number = prompt.frame
+            if indices is not None:
+                if number not in indices:
+                    raise RecvosError(
+                        f"--frame {number}: not among the frames selected by --start/--end/--stride"
+                    )
+                local = indices.index(number)
+            else:
+                if not 0 <= number < len(names):
+                    raise RecvosError(
+                        f"--frame {number}: the video has {len(names)} frames (0..{len(names) - 1})"
+                    )
+                local = number
+            box = BoxOrClicks(local, prompt.box, prompt.points, prompt.labels)
+
+        done = 0
+        if resume and out.is_dir():
+            remove_stale_temps(out)
+            if probs is not None and probs.is_dir():
+                for d in probs.iterdir():
+                    if d.is_dir():
+                        remove_stale_temps(d)
+            done = _written_prefix(out, names)
+        plan = SegmentPlan(
+            source=frames,
+            out=out,
+            prompts=prompts,
+            box=box,
+            overlay=overlay,
+            probs=probs,
+            zero_shot=zero_shot,
+            online_steps=online_steps,
+            total=len(names),
+            owned=owned,
+        )
+        if done:
+            # continue from the last written mask: it re-prompts every object still tracked there
+            last = done - 1
+            kept = [i for i in range(last, len(names))]
+            plan.source = _Skip(frames, last)
+            plan.prompts = {t - last: m for t, m in prompts.items() if t > last}
+            resumed = read_mask(out / f"{names[last]}.png")
+            if resumed.any():
+                plan.prompts[0] = prompt_masks(resumed, 0, size, size, where=str(out / f"{names[last]}.png"))
+            if box is not None:
+                plan.box = (
+                    BoxOrClicks(box.frame - last, box.box, box.points, box.labels)
+                    if box.frame > last
+                    else None
+                )
+            plan.skip_first = True
+            plan.resumed_from = names[last]
+            plan.total = len(kept) - 1
+            log.info("resuming after %s: %d of %d masks already written", names[last], done, len(names))
+        for folder, what, existing in ((out, "mask", resume), (probs, "probability", resume)):
+            if folder is not None and check_output_dir(folder, overwrite, what, allow_existing=existing):
+                plan.created.append(folder)
+        if overlay is not None:
+            if _mkdir(overlay.parent, "overlay"):
+                plan.created.append(overlay.parent)
+            probe_writable(overlay.parent, "overlay video")
+        return plan
+    except BaseException:
+        if owned:
+            base.close()
+        raise
+
+
+class _Skip(FrameSource):
+    """The frames of ``base`` from position ``first`` on (a resumed run); names kept."""
+
+    def __init__(self, base: FrameSource, first: int) -> None:
+        self.base, self.first, self.path = base, first, base.path
+        self._size, self._fps = base.size, base.fps
+        self._names = list(base.frame_names)[first:]
+
+    @property
+    def num_frames(self) -> int:
+        return len(self._names)
+
+    @property
+    def frame_names(self) -> list[str]:
+        return list(self._names)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if isinstance(self.base, FolderFrames):
+            for i in range(self.first, self.first + len(self._names)):
+                yield self.base.load(i)
+            return
+        yield from itertools.islice(self.base, self.first, None)
+
+    def close(self) -> None:
+        self.base.close()
+
+
+def _close_writer(writer: OverlayWriter, failed: bool) -> None:
+    """Close the overlay; after a failed write (a full disk), a second failure is not reported over the first."""
+    if not failed:
+        writer.close()
+        return
+    try:
+        writer.close()
+    except Exception:  # noqa: BLE001 - the first error is the one to report
+        log.debug("overlay %s could not be closed after an error", writer.path, exc_info=True)
+
+
+def write_probs(folder: Path, name: str, obj_ids: Sequence[int], probs: np.ndarray) -> None:
+    """Per-object probabilities as 8-bit greyscale PNGs ``folder/<obj_id>/<name>.png`` (0..255 = 0..1)."""
+    for o, p in zip(obj_ids, probs, strict=True):
+        img = Image.fromarray(np.clip(np.rint(p * 255), 0, 255).astype(np.uint8), mode="L")
+        with atomic_write(folder / str(o) / f"{name}.png") as f:
+            img.save(f, format="PNG")
+
+
+def run_segment(seg: Segmenter, plan: SegmentPlan, progress: Progress | None = None) -> RunReport:
+    """Segment a checked :class:`SegmentPlan`. Masks are written one by one, atomically: after an error or a
+    kill, every mask on disk is complete and ``--resume`` continues after the last one."""
+    try:
+        seg.model.check_mode(plan.zero_shot, what="--model")
+    except RecvosError:
+        plan.remove_created()
+        raise
+    out = plan.out
+    if not plan.zero_shot and not plan.prompts and plan.box is None:
+        # resumed after every object was lost, and none comes later: the rest is background
+        t0 = time.perf_counter()
+        empty = np.zeros(plan.source.size, np.int32)
+        names = plan.source.frame_names[1:] if plan.skip_first else plan.source.frame_names
+        for n, name in enumerate(names):
+            try:
+                write_mask(out / f"{name}.png", empty)
+            except OSError as e:
+                raise write_failed(out / f"{name}.png", e, f"the {n} masks before it are complete") from None
+            if progress is not None:
+                progress.update(1)
+        return RunReport(frames=len(names), seconds=time.perf_counter() - t0)
+    state = seg.init_state(plan.source)
+    try:
+        for t, objs in sorted(plan.prompts.items()):
+            seg.add_mask(state, t, objs)
+        if plan.box is not None:
+            b = plan.box
+            seg.add_prompt(state, b.frame, 1, box=b.box, points=b.points, labels=b.labels)
+        ft = seg.finetune(state, steps=plan.online_steps) if plan.online_steps > 0 else 0.0
+        writer = OverlayWriter(plan.overlay, fps=state.fps) if plan.overlay is not None else None
         n = 0
+        failed = False
         t0 = time.perf_counter()
         try:
-            for idx, _, ids in seg.propagate(state, zero_shot=zero_shot):
-                write_mask(out / f"{state.frame_name(idx)}.png", ids)
-                if writer is not None:
-                    writer.write(state.current_frame, ids)
+            for idx, obj_ids, result in seg.propagate(
+                state, zero_shot=plan.zero_shot, return_probs=plan.probs is not None
+            ):
+                name = state.frame_name(idx)
+                if plan.probs is not None:
+                    ids = onehot_to_ids(result, obj_ids, seg.mask_threshold).astype(np.int32)
+                else:
+                    ids = result
+                if plan.skip_first and idx == 0:
+                    continue  # the mask this run resumed from
+                target = out / f"{name}.png"
+                try:
+                    if plan.probs is not None:
+                        write_probs(plan.probs, name, obj_ids, result)
+                    write_mask(target, ids)
+                    if writer is not None:
+                        writer.write(state.current_frame, ids)
+                except OSError as e:
+                    failed = True
+                    raise write_failed(
+                        target,
+                        e,
+                        f"the {n} masks before it are complete; rerun with --resume to continue",
+                    ) from None
                 n += 1
                 if progress is not None:
                     progress.update(1)
+        except BaseException:
+            failed = True
+            raise
         finally:
             if writer is not None:
-                writer.close()
+                _close_writer(writer, failed)
         return RunReport(frames=n, seconds=time.perf_counter() - t0, finetune_seconds=ft)
     finally:
         state.close()
+
+
+def segment_to_folder(
+    seg: Segmenter,
+    source: Any,
+    out_dir: str | os.PathLike,
+    *,
+    progress: Progress | None = None,
+    **options: Any,
+) -> RunReport:
+    """Segment one video (file, folder or FrameSource) into ``out_dir/<frame name>.png`` (DAVIS palette, the
+    frames' size). Objects come from a first-frame mask (``mask``), a folder of masks (``masks_dir``), or a
+    box/clicks (``prompt``, object id 1); none with ``zero_shot``. Options (see :func:`plan_segment`):
+    ``overlay`` (an mp4 with the masks drawn), ``probs`` (a folder of per-object probability PNGs),
+    ``online_steps``, ``overwrite``, ``resume`` (continue an interrupted run from its last written mask),
+    ``convert_masks`` (colour / anti-aliased masks), ``start``/``end``/``stride`` (a range of frames).
+    Everything is checked before the first frame is segmented; masks written before an error stay on disk."""
+    plan = plan_segment(source, out_dir, **options)
+    try:
+        return run_segment(seg, plan, progress)
+    finally:
+        plan.close()
 
 
 # ---------------------------------------------------------------------------------------------- datasets
@@ -228,6 +578,13 @@ def evaluated_frames(dataset: Any, seq: Any) -> set[str] | None:
     return stems or None
 
 
+def expected_stems(dataset: Any, seq: Any, fmt: str) -> list[str]:
+    """Frame stems a finished sequence has masks for, in order (the evaluated frames for a submission zip)."""
+    stems = [Path(p).stem for p in seq.frame_paths]
+    wanted = evaluated_frames(dataset, seq) if fmt == "youtube-vos-zip" else None
+    return stems if wanted is None else [s for s in stems if s in wanted]
+
+
 def predict_dataset(
     seg: Segmenter,
     dataset: Any,
@@ -238,48 +595,88 @@ def predict_dataset(
     zero_shot: bool = False,
     online_steps: int = 0,
     overwrite: bool = False,
+    resume: bool = False,
     progress: Progress | None = None,
 ) -> RunReport:
     """Segment the sequences ``names`` (default: all) of a VOSDataset into ``out_dir/<seq>/<frame>.png`` at the
     annotation size. ``fmt="youtube-vos-zip"`` writes ``out_dir/Annotations/<seq>/<frame>.png`` for the
     annotated frames (see :func:`evaluated_frames`) and zips the ``Annotations`` folder into
     ``out_dir/submission.zip`` (the YouTube-VOS submission layout) with every sequence present there; after
-    sharded runs, ``recvos predict ... --zip-only`` zips all shards' results.
+    sharded runs, ``recvos predict ... --zip-only`` zips all shards' results. ``resume``: sequences that
+    already have every mask are skipped, the others (an interrupted run's last one) are redone.
     """
+    check_predict_output(out_dir, dataset, names, fmt, overwrite, resume)
+    out = Path(out_dir)
+    names = list(dataset.names) if names is None else list(names)
+    base = out / "Annotations" if fmt == "youtube-vos-zip" else out
+    frames = 0
+    ft = 0.0
+    skipped = 0
+    t0 = time.perf_counter()
+    for name in names:
+        seq = dataset[name]
+        seq_dir = base / seq.name
+        stems = expected_stems(dataset, seq, fmt)
+        if resume and seq_dir.is_dir():
+            if all((seq_dir / f"{s}.png").is_file() for s in stems):
+                skipped += 1
+                if progress is not None:
+                    progress.update(1)
+                continue
+            remove_stale_temps(seq_dir)
+        _mkdir(seq_dir, "results")
+        wanted = set(stems)
+        state = open_sequence(seg, seq, zero_shot=zero_shot, online_steps=online_steps)
+        ft += state.finetune_result.seconds if state.finetune_result is not None else 0.0
+        for idx, _, ids in seg.propagate(state, zero_shot=zero_shot):
+            stem = Path(seq.frame_paths[idx]).stem
+            if stem in wanted:
+                target = seq_dir / f"{stem}.png"
+                try:
+                    write_mask(target, ids)
+                except OSError as e:
+                    raise write_failed(
+                        target, e, "finished sequences are complete; rerun with --resume to continue"
+                    ) from None
+            frames += 1
+        if progress is not None:
+            progress.update(1)
+    if skipped:
+        log.info("skipped %d finished sequence(s)", skipped)
+    seconds = time.perf_counter() - t0 - ft
+    if fmt == "youtube-vos-zip":
+        zip_folder(base, out / "submission.zip")
+    return RunReport(frames=frames, seconds=seconds, finetune_seconds=ft, sequences=len(names) - skipped)
+
+
+def check_predict_output(
+    out_dir: str | os.PathLike,
+    dataset: Any,
+    names: Sequence[str] | None,
+    fmt: str,
+    overwrite: bool,
+    resume: bool,
+) -> None:
+    """Check a ``recvos predict`` results folder before any model is loaded: the format, results of these
+    sequences already there (refused unless ``overwrite`` or ``resume``), and that it can be written."""
     if fmt not in FORMATS:
         raise RecvosError(f"unknown output format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if overwrite and resume:
+        raise RecvosError("--resume keeps finished sequences, --overwrite replaces them; pick one")
     out = Path(out_dir)
     names = list(dataset.names) if names is None else list(names)
     base = out / "Annotations" if fmt == "youtube-vos-zip" else out
     if out.exists() and not out.is_dir():
         raise RecvosError(f"{out}: exists and is not a folder; choose another output path")
-    if not overwrite:
+    if not (overwrite or resume):
         busy = [n for n in names if (base / n).is_dir() and any((base / n).iterdir())]
         if busy:
             raise RecvosError(
-                f"{base / busy[0]}: results exist for {len(busy)} sequence(s); pass --overwrite or choose another folder"
+                f"{base / busy[0]}: results exist for {len(busy)} sequence(s); pass --resume to keep the "
+                "finished ones, --overwrite to replace them, or choose another folder"
             )
-    frames = 0
-    ft = 0.0
-    t0 = time.perf_counter()
-    for name in names:
-        seq = dataset[name]
-        seq_dir = base / seq.name
-        seq_dir.mkdir(parents=True, exist_ok=True)
-        wanted = evaluated_frames(dataset, seq) if fmt == "youtube-vos-zip" else None
-        state = open_sequence(seg, seq, zero_shot=zero_shot, online_steps=online_steps)
-        ft += state.finetune_result.seconds if state.finetune_result is not None else 0.0
-        for idx, _, ids in seg.propagate(state, zero_shot=zero_shot):
-            stem = Path(seq.frame_paths[idx]).stem
-            if wanted is None or stem in wanted:
-                write_mask(seq_dir / f"{stem}.png", ids)
-            frames += 1
-        if progress is not None:
-            progress.update(1)
-    seconds = time.perf_counter() - t0 - ft
-    if fmt == "youtube-vos-zip":
-        zip_folder(base, out / "submission.zip")
-    return RunReport(frames=frames, seconds=seconds, finetune_seconds=ft, sequences=len(names))
+    _mkdir(base, "results")
+    probe_writable(base, "results")
 
 
 def zip_folder(folder: Path, zip_path: Path) -> Path:

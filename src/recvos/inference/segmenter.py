@@ -42,6 +42,7 @@ from recvos.errors import RecvosError
 from recvos.inference.inputs import (
     MaskInput,
     check_frame,
+    check_max_size,
     frame_to_tensor,
     processing_size,
     prompt_masks,
@@ -193,6 +194,7 @@ class Segmenter:
         min_area: float = 0.001,
         optimize: bool = True,
     ) -> None:
+        check_max_size(max_size)
         self.device = torch.device(device)
         self.optimize = optimize
         self._fast: RecurrentVOS | None = None  # the optimised copy, rebuilt when the weights change

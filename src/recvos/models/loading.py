@@ -277,10 +277,15 @@ def add_to_manifest(entry: dict[str, Any], manifest: Path) -> None:
 
 # ---------------------------------------------------------------------------------------- resolution
 def resolve_model(
-    name_or_path: str | os.PathLike | None = None, *, kind: str = "one-shot", **build_options: Any
+    name_or_path: str | os.PathLike | None = None,
+    *,
+    kind: str = "one-shot",
+    allow_random: bool = False,
+    **build_options: Any,
 ) -> RecurrentVOS:
-    """The shipped default of ``kind`` (``None``), a checkpoint path, or a registered model name (random
-    weights, with a warning; ``build_options`` apply only there). Returned on the CPU in eval mode."""
+    """The shipped default of ``kind`` (``None``), a checkpoint path, or a registered model name. A name
+    builds a model with random weights, whose masks are meaningless: it is refused unless ``allow_random``
+    (``--random-weights``); ``build_options`` apply only there. Returned on the CPU in eval mode."""
     if name_or_path is None:
         if build_options:
             raise RecvosError(
@@ -297,6 +302,12 @@ def resolve_model(
             )
         return load_checkpoint(path)
     if text in names:
+        if not allow_random:
+            raise RecvosError(
+                f"model {text!r} is a name, not trained weights: it would run with random weights and give "
+                "meaningless masks; pass a checkpoint (--model path/to/model.pt), omit --model for the shipped "
+                "weights, or pass --random-weights (allow_random=True) to run it untrained"
+            )
         log.warning("model %s has random weights (no checkpoint given): its masks are meaningless", text)
         return build_model(text, **build_options).eval()
     if path.suffix in (".pt", ".pth", ".ckpt", ".gz") or os.sep in text:

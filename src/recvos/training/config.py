@@ -203,8 +203,40 @@ def _all_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
+#: common names for settings that recvos spells differently (leaf name -> recvos leaf name)
+_SYNONYMS = {
+    "learning_rate": "lr",
+    "learningrate": "lr",
+    "base_lr": "lr",
+    "batch": "batch_size",
+    "bs": "batch_size",
+    "iterations": "steps",
+    "iters": "steps",
+    "max_steps": "steps",
+    "num_steps": "steps",
+    "wd": "weight_decay",
+}
+
+
+def _close_keys(key: str, keys: list[str]) -> list[str]:
+    """Known keys a mistyped ``key`` may mean: spelling neighbours, synonyms and acronyms of its last part
+    (``optim.learning_rate`` -> ``optim.lr``), in the same section first."""
+    section, _, leaf = key.rpartition(".")
+    words = [w for w in leaf.lower().split("_") if w]
+    acronym = "".join(w[0] for w in words) if len(words) > 1 else None
+    out = []
+    for k in keys:
+        k_section, _, k_leaf = k.rpartition(".")
+        if (_SYNONYMS.get(leaf.lower()) == k_leaf or (acronym and k_leaf == acronym)) and (
+            k_section == section or not section
+        ):
+            out.append(k)
+    out += difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
+    return list(dict.fromkeys(out))[:3]
+
+
 def _unknown(key: str, where: str) -> RecvosError:
-    close = difflib.get_close_matches(key, _all_keys(Config), n=3, cutoff=0.5)
+    close = _close_keys(key, _all_keys(Config))
     hint = (
         f"; did you mean {', '.join(close)}?" if close else "; see the keys of recvos.training.config.Config"
     )
@@ -394,6 +426,16 @@ def validate_config(cfg: Config) -> Config:
     return cfg
 
 
+def read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``; RecvosError naming the file if it is not UTF-8 text or not YAML."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise RecvosError(f"config file {path} is not UTF-8 text; pass a YAML preset") from None
+    except yaml.YAMLError as e:
+        raise RecvosError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults < the YAML preset at ``path`` < ``overrides`` (``["key=value", ...]``)."""
     data: dict = {}
@@ -405,10 +447,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise RecvosError(
                 f"config file {path} does not exist; pass a preset from configs/ (e.g. configs/smoke_synthetic.yaml)"
             )
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise RecvosError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        data = read_yaml(path)
     cfg = config_from_dict(data, where)
     return apply_overrides(cfg, list(overrides or []))
 
