@@ -70,7 +70,7 @@ def dis_flow(seq: VideoSequence) -> Iterator[np.ndarray]:
 
 def recvos_predictor(kind: str, online_steps: int = 0, model: str | None = None) -> Predictor:
     """The user path of ``recvos predict``: the object given on its first annotated frame, then propagated."""
-    from recvos.inference.pipelines import open_sequence
+    from recvos.inference.dataset import open_sequence
     from recvos.inference.segmenter import load_model
 
     seg = load_model(model, kind=kind)

@@ -5,7 +5,7 @@ In one run, per model (random weights unless a checkpoint is given; speed does n
 - **model only**: the 82 frames decoded and resized to the processing size beforehand, then ``init_state`` +
   one ``step`` per frame under ``torch.inference_mode`` (the segmenter's model: optimised for inference),
   plus the same loop with the eager (unoptimised) model as a reference;
-- **end to end**: :func:`recvos.inference.pipelines.segment_to_folder` — the code behind ``recvos segment``:
+- **end to end**: :func:`recvos.inference.video.segment_to_folder` — the code behind ``recvos segment``:
   decode (PyAV), resize, model, bilinear upsampling to 854x480, id map, palette PNG written per frame —
   and the same with the overlay mp4;
 - **online learning**: ``Segmenter.finetune`` on the first annotated frame (seconds per sequence).
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     from recvos.data.frames import open_frames
     from recvos.data.masks import read_mask
     from recvos.inference.inputs import frame_to_tensor, resize_binary
-    from recvos.inference.pipelines import segment_to_folder
     from recvos.inference.segmenter import load_model
+    from recvos.inference.video import segment_to_folder
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--video", type=Path, default=SHARED / "videos" / "cotracker_bear.mp4")

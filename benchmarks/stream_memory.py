@@ -1,7 +1,7 @@
 """Peak memory while streaming a long video through ``recvos segment``: 5,000 frames vs 100 frames.
 
 Writes two synthetic H.264 mp4s (a 100-frame synthetic clip looped; small resolution) into a temporary
-folder, then segments each in a fresh subprocess with :func:`recvos.inference.pipelines.segment_to_folder`
+folder, then segments each in a fresh subprocess with :func:`recvos.inference.video.segment_to_folder`
 (decode, model, PNG per frame) and reports the process's peak RSS (``ru_maxrss``) at the end, plus the peak
 after the first 100 frames of the long run. Constant memory in video length means the two peaks agree.
 
@@ -69,8 +69,8 @@ def child(video: Path, model: str, threads: int) -> None:
     """Segment ``video`` (first mask next to it) and print a JSON line with the peaks."""
     import torch
 
-    from recvos.inference.pipelines import segment_to_folder
     from recvos.inference.segmenter import load_model
+    from recvos.inference.video import segment_to_folder
 
     torch.set_num_threads(threads)
     seg = load_model(model, allow_random=True)  # speed/memory only: random weights are fine

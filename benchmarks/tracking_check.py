@@ -30,7 +30,7 @@ from recvos.data.datasets import open_dataset
 from recvos.data.masks import VOID_ID, first_appearance, object_ids
 from recvos.data.transforms import resize_clip
 from recvos.evaluation.protocols import evaluate_arrays
-from recvos.inference.pipelines import open_sequence
+from recvos.inference.dataset import open_sequence
 from recvos.inference.segmenter import load_model
 
 HOLDOUT = ["bmx-bumps", "dance-jump", "drift-turn", "mallard-fly", "stroller"]

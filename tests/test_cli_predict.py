@@ -16,7 +16,7 @@ from recvos.data.datasets import open_dataset
 from recvos.data.masks import read_mask, write_mask
 from recvos.data.synthetic import write_synthetic_dataset
 from recvos.errors import RecvosError
-from recvos.inference.pipelines import parse_shard, prompt_sequence, shard_names
+from recvos.inference.dataset import parse_shard, prompt_sequence, shard_names
 from recvos.inference.segmenter import Segmenter
 from recvos.models.factory import build_model
 

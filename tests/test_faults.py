@@ -46,8 +46,8 @@ class Interrupt:
 
 
 def test_resume_continues_from_the_last_written_mask(tmp_path, ckpt):
-    from recvos.inference.pipelines import segment_to_folder
     from recvos.inference.segmenter import load_model
+    from recvos.inference.video import segment_to_folder
 
     path = write_synthetic_video(tmp_path / "v.mp4", num_frames=10, size=(48, 64), masks_dir=tmp_path / "gt")
     seg = load_model(ckpt)

@@ -236,7 +236,7 @@ def frames_dir(work) -> Path:
 def test_masks_of_random_modes_sizes_and_ids(work, frames_dir, img, convert):
     """A mask of any mode, size and ids given to `recvos segment` (everything checked before the model loads):
     a plan whose prompt holds the mask's objects, or a one-line error naming the mask and no output folder."""
-    from recvos.inference.pipelines import plan_segment
+    from recvos.inference.video import plan_segment
 
     path = work / "first.png"
     img.save(path)

@@ -81,13 +81,8 @@ def run(args: argparse.Namespace) -> int:
 
     from recvos.data.datasets import open_dataset
     from recvos.errors import RecvosError
-    from recvos.inference.pipelines import (
-        check_predict_output,
-        parse_shard,
-        predict_dataset,
-        shard_names,
-        zip_folder,
-    )
+    from recvos.inference.dataset import check_predict_output, parse_shard, predict_dataset, shard_names
+    from recvos.inference.outputs import zip_folder
     from recvos.inference.segmenter import load_model
 
     if args.zip_only:

@@ -83,8 +83,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from recvos.inference.pipelines import BoxOrClicks, plan_segment, run_segment
     from recvos.inference.segmenter import load_model
+    from recvos.inference.video import BoxOrClicks, plan_segment, run_segment
 
     check_model_options(args)
     prompt = None

@@ -18,10 +18,10 @@ _LAZY = {
     "finetune": "recvos.inference.online",
     "blend": "recvos.inference.overlay",
     "OverlayWriter": "recvos.inference.overlay",
-    "segment_to_folder": "recvos.inference.pipelines",
-    "predict_dataset": "recvos.inference.pipelines",
-    "open_sequence": "recvos.inference.pipelines",
-    "shard_names": "recvos.inference.pipelines",
+    "segment_to_folder": "recvos.inference.video",
+    "predict_dataset": "recvos.inference.dataset",
+    "open_sequence": "recvos.inference.dataset",
+    "shard_names": "recvos.inference.dataset",
 }
 
 __all__ = list(_LAZY)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from recvos.evaluation.protocols import evaluate_arrays
-from recvos.inference.pipelines import open_sequence
+from recvos.inference.dataset import open_sequence
 from recvos.inference.segmenter import Segmenter
 from recvos.models.base import RecurrentVOS
 
