@@ -226,3 +226,15 @@ def test_resize_ids_nearest():
     out = resize_ids(ids, (4, 4))
     assert out.dtype == np.int32
     assert out.tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 300, 300], [3, 3, 300, 300]]
+
+
+def test_onehot_to_ids_same_for_torch_tensors():
+    import torch
+
+    rng = np.random.default_rng(0)
+    p = rng.random((3, 7, 9)).astype(np.float32)
+    for thr in (0.5, 0.9):
+        np.testing.assert_array_equal(
+            onehot_to_ids(torch.from_numpy(p), [4, 9, 2], thr), onehot_to_ids(p, [4, 9, 2], thr)
+        )
+    assert onehot_to_ids(torch.zeros(0, 2, 3), []).shape == (2, 3)

@@ -257,13 +257,22 @@ def ids_to_onehot(ids: np.ndarray, object_ids: Sequence[int]) -> np.ndarray:
 
 
 def onehot_to_ids(probs: np.ndarray, object_ids: Sequence[int], threshold: float = 0.5) -> np.ndarray:
-    """Per-object probabilities [O, H, W] -> id map int64 [H, W].
+    """Per-object probabilities [O, H, W] (numpy, or a torch tensor on any device) -> id map int64 [H, W].
 
     Each pixel takes the id of its most probable object, or 0 (background) where that probability is
-    below ``threshold``.
+    below ``threshold``. A tensor is reduced where it lives (fast, multi-threaded) and only the id map is
+    copied back.
     """
-    p = np.asarray(probs)
     obj = np.asarray(list(object_ids), dtype=np.int64)
+    if type(probs).__module__.startswith("torch"):
+        if probs.ndim != 3 or probs.shape[0] != obj.size:
+            raise ValueError(f"probs must be [O, H, W] with O = {obj.size}, got shape {tuple(probs.shape)}")
+        if obj.size == 0:
+            return np.zeros(tuple(probs.shape[1:]), dtype=np.int64)
+        best, arg = probs.max(0)
+        ids = arg.cpu().numpy()
+        return np.where(best.cpu().numpy() >= threshold, obj[ids], 0)
+    p = np.asarray(probs)
     if p.ndim != 3 or p.shape[0] != obj.size:
         raise ValueError(f"probs must be [O, H, W] with O = {obj.size}, got shape {tuple(p.shape)}")
     if obj.size == 0:

@@ -385,12 +385,10 @@ class Segmenter:
                 sel = list(range(n))
             obj_ids = [slots[i] for i in sel]
             state.next_frame = r.t + 1
-            out = probs[sel].float().cpu().numpy()
-            yield (
-                r.t,
-                obj_ids,
-                (out if return_probs else onehot_to_ids(out, obj_ids, self.mask_threshold).astype(np.int32)),
-            )
+            if return_probs:
+                yield r.t, obj_ids, probs[sel].float().cpu().numpy()
+            else:
+                yield r.t, obj_ids, onehot_to_ids(probs[sel], obj_ids, self.mask_threshold).astype(np.int32)
         late = sorted(i for i in state.prompts if i >= seen)
         if late:
             raise RecvosError(
