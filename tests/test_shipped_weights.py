@@ -26,10 +26,15 @@ def test_manifest_lists_both_defaults_within_the_size_budget():
 
 
 @pytest.mark.parametrize("kind", ["one-shot", "zero-shot"])
-def test_shipped_weights_load(kind):
+def test_shipped_weights_load_as_the_manifest_says(kind):
+    """The file rebuilds the architecture its manifest entry records, for the task of its kind."""
+    entry = next(e for e in read_manifest() if e["kind"] == kind)
     model = load_checkpoint(default_checkpoint_path(kind))
-    assert model.one_shot == (kind == "one-shot")
-    assert all(p.dtype.is_floating_point for p in model.parameters())
+    assert model.mode == kind and model.name == entry["architecture"]["model"]
+    recorded = {
+        k: v for k, v in entry["architecture"].items() if k not in ("model", "class_head", "num_classes")
+    }
+    assert {k: model.config[k] for k in recorded} == recorded
 
 
 def test_a_tampered_file_is_rejected(tmp_path):
