@@ -153,11 +153,13 @@ def write_report(path: Path, rows: list[tuple], args, total: float) -> None:
         START,
         "## Streaming memory: peak RSS vs video length",
         "",
-        f"Command: `.venv/bin/python benchmarks/stream_memory.py --write` ({date.today().isoformat()}, {total:.0f} s in all).",
+        f"Command: `.venv/bin/python benchmarks/stream_memory.py {' '.join(sys.argv[1:])}` "
+        f"({date.today().isoformat()}, {total:.0f} s in all).",
         f"Machine: {cpu_name()}, {args.threads} thread(s), torch {torch_version()}, Python {platform.python_version()}.",
         "",
         f"Synthetic H.264 mp4s at {args.size[1]}x{args.size[0]} (a 100-frame clip looped), segmented by "
-        f"`segment_to_folder` (the code of `recvos segment`: decode, model `{args.model}` with random weights, "
+        f"`segment_to_folder` (the code of `recvos segment`: decode, model `{args.model}` (random weights for a "
+        "registered name), "
         "PNG per frame) in a fresh process each; peak RSS = `ru_maxrss` of that process.",
         "",
         "| video length (frames) | peak RSS (MB) | peak growth vs shortest (MB) | peak after 100 frames (MB) "
