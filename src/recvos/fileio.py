@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -81,11 +81,11 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, f)
 
 
-def remove_stale_temps(folder: str | os.PathLike, keep: Callable[[Path], bool] | None = None) -> int:
+def remove_stale_temps(folder: str | os.PathLike) -> int:
     """Delete leftover temporary files of interrupted atomic writes in ``folder``; returns how many."""
     n = 0
     for p in Path(folder).glob(TEMP_GLOB):
-        if p.is_file() and not (keep and keep(p)):
+        if p.is_file():
             p.unlink(missing_ok=True)
             n += 1
     return n

@@ -129,15 +129,7 @@ class PromptFeed:
         self.zero_shot = zero_shot
         self.device = device
         self.slots: list[int] = []  # user object id of each one-shot slot
-
-    def _given(self, t: int, size: tuple[int, int]) -> dict[int, torch.Tensor]:
-        """{slot: bool [h, w]} of the objects prompted on frame t, at ``size``."""
-        prompt = self.state.prompts.get(t, {})
-        return {
-            self.slots.index(o): torch.from_numpy(resize_binary(m, size)).to(self.device)
-            for o, m in prompt.items()
-            if o in self.slots
-        }
+        self.given: dict[int, torch.Tensor] = {}  # the current frame's prompts: user id -> bool [h, w]
 
     def objects(self, t: int) -> ObjectChange | None:
         if self.zero_shot:
@@ -146,19 +138,21 @@ class PromptFeed:
         if self.state.removed & set(self.slots):
             keep = [i for i, o in enumerate(self.slots) if o not in self.state.removed]
             self.slots = [self.slots[i] for i in keep]
-        prompt = self.state.prompts.get(t, {})
-        new = [o for o in sorted(prompt) if o not in self.slots]
+        size = self.state.proc_size  # resized once here, used again by feedback() for the same frame
+        self.given = {
+            o: torch.from_numpy(resize_binary(m, size)).to(self.device)
+            for o, m in sorted(self.state.prompts.get(t, {}).items())
+        }
+        new = [o for o in self.given if o not in self.slots]
         masks = None
         if new:
-            size = self.state.proc_size
-            masks = torch.from_numpy(np.stack([resize_binary(prompt[o], size) for o in new])).to(self.device)
-            masks = masks.float()[None]
+            masks = torch.stack([self.given[o] for o in new]).float()[None]
             self.slots = self.slots + new
         return None if keep is None and masks is None else ObjectChange(keep=keep, masks=masks)
 
     def feedback(self, t: int, logits: torch.Tensor) -> torch.Tensor:
         probs = torch.sigmoid(logits)
-        given = self._given(t, tuple(logits.shape[-2:])) if not self.zero_shot else {}
+        given = {self.slots.index(o): m for o, m in self.given.items() if o in self.slots}
         return override(probs[0], given)[None] if given else probs
 
 

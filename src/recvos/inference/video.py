@@ -6,19 +6,18 @@ one frame in memory.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from recvos.data.frames import FolderFrames, FrameSource, SlicedFrames, open_frames
+from recvos.data.frames import FrameSource, SlicedFrames, open_frames
 from recvos.data.masks import onehot_to_ids, read_mask, write_mask
 from recvos.errors import RecvosError
 from recvos.fileio import remove_stale_temps
@@ -258,8 +257,7 @@ def plan_segment(
         if done:
             # continue from the last written mask: it re-prompts every object still tracked there
             last = done - 1
-            kept = [i for i in range(last, len(names))]
-            plan.source = _Skip(frames, last)
+            plan.source = SlicedFrames(frames, start=last)
             plan.prompts = {t - last: m for t, m in prompts.items() if t > last}
             resumed = read_mask(out / f"{names[last]}.png")
             if resumed.any():
@@ -272,7 +270,7 @@ def plan_segment(
                 )
             plan.skip_first = True
             plan.resumed_from = names[last]
-            plan.total = len(kept) - 1
+            plan.total = len(names) - last - 1
             log.info("resuming after %s: %d of %d masks already written", names[last], done, len(names))
         for folder, what, existing in ((out, "mask", resume), (probs, "probability", resume)):
             if folder is not None and check_output_dir(folder, overwrite, what, allow_existing=existing):
@@ -286,33 +284,6 @@ def plan_segment(
         if owned:
             base.close()
         raise
-
-
-class _Skip(FrameSource):
-    """The frames of ``base`` from position ``first`` on (a resumed run); names kept."""
-
-    def __init__(self, base: FrameSource, first: int) -> None:
-        self.base, self.first, self.path = base, first, base.path
-        self._size, self._fps = base.size, base.fps
-        self._names = list(base.frame_names)[first:]
-
-    @property
-    def num_frames(self) -> int:
-        return len(self._names)
-
-    @property
-    def frame_names(self) -> list[str]:
-        return list(self._names)
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        if isinstance(self.base, FolderFrames):
-            for i in range(self.first, self.first + len(self._names)):
-                yield self.base.load(i)
-            return
-        yield from itertools.islice(self.base, self.first, None)
-
-    def close(self) -> None:
-        self.base.close()
 
 
 def _close_writer(writer: OverlayWriter, failed: bool) -> None:

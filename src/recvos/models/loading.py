@@ -62,8 +62,6 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 MANIFEST = WEIGHTS_DIR / "manifest.json"
 KINDS = ("one-shot", "zero-shot")
 MODEL_KEYS = ("format", "model_name", "model_config", "state_dict")
-#: options of older checkpoints that recvos no longer has, with the value that makes dropping them exact
-_RETIRED_OPTIONS = {"class_head": False, "num_classes": None}
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -92,15 +90,15 @@ def save_model(model: RecurrentVOS, path: str | Path, **extra: Any) -> None:
 
 
 def _model_config(config: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """A checkpoint's model config, rebuildable today: no backbone download, and the options of the RSIS class
+    head (removed) dropped, which is exact only for checkpoints built without the head."""
     config = {**config, "backbone_weights": None}
-    for key, inert in _RETIRED_OPTIONS.items():
-        if key in config:
-            value = config.pop(key)
-            if key == "class_head" and value != inert:
-                raise RecvosError(
-                    f"{source}: this checkpoint has an RSIS class head, which recvos no longer has; "
-                    "retrain it without model.options.class_head"
-                )
+    config.pop("num_classes", None)
+    if config.pop("class_head", False):
+        raise RecvosError(
+            f"{source}: this checkpoint has an RSIS class head, which recvos no longer has; "
+            "retrain it without model.options.class_head"
+        )
     return config
 
 

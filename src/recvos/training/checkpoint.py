@@ -9,6 +9,7 @@ strings, lists and dicts so it loads with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 import shutil
@@ -128,10 +129,15 @@ class CheckpointManager:
         return path
 
     def save_best(self, step_path: Path) -> Path:
-        """Make ``best.pt`` a copy of an already written step checkpoint (atomic)."""
+        """Make ``best.pt`` a copy of an already written step checkpoint (a hard link when the file system
+        allows, atomic either way)."""
         try:
             with atomic_path(self.best_path) as tmp:
-                shutil.copyfile(step_path, tmp)
+                tmp.unlink()
+                try:
+                    os.link(step_path, tmp)
+                except OSError:
+                    shutil.copyfile(step_path, tmp)
         except OSError as e:
             raise RecvosError(
                 f"could not write {self.best_path} ({e.strerror or e}); the previous best is kept"
