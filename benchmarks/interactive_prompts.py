@@ -56,8 +56,8 @@ def upsample(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class _Clicks:
     """``predict(points, labels)`` for :func:`run_clicks`: 480p clicks -> 240p prompts -> 480p mask."""
 
-    def __init__(self, frame: np.ndarray, size: tuple[int, int], method: str) -> None:
-        self.frame, self.size, self.method = frame, size, method
+    def __init__(self, frame: np.ndarray, size: tuple[int, int], method: str, options: dict) -> None:
+        self.frame, self.size, self.method, self.options = frame, size, method, options
         self.previous: np.ndarray | None = None
 
     def __call__(self, points: list[tuple[int, int]], labels: list[int]) -> np.ndarray:
@@ -65,12 +65,14 @@ class _Clicks:
         sx, sy = w / self.size[1], h / self.size[0]
         pts = [(min(w - 1, (x + 0.5) * sx), min(h - 1, (y + 0.5) * sy)) for x, y in points]
         self.previous = mask_from_prompts(
-            self.frame, points=pts, labels=labels, method=self.method, previous=self.previous
+            self.frame, points=pts, labels=labels, method=self.method, previous=self.previous, **self.options
         )
         return upsample(self.previous, self.size)
 
 
-def evaluate(method: str, items: list[tuple[str, Path, Path]], max_clicks: int) -> dict[str, float]:
+def evaluate(
+    method: str, items: list[tuple[str, Path, Path]], max_clicks: int, options: dict
+) -> dict[str, float]:
     box_ious, box_secs, runs, click_secs = [], [], [], []
     last = None
     for i, (name, frame_path, mask_path) in enumerate(items):
@@ -84,11 +86,11 @@ def evaluate(method: str, items: list[tuple[str, Path, Path]], max_clicks: int) 
         ys, xs = np.nonzero(gt)
         box = (xs.min() * sx, ys.min() * sy, (xs.max() + 1) * sx, (ys.max() + 1) * sy)
         t0 = time.perf_counter()
-        pred = upsample(mask_from_prompts(frame, box=box, method=method), (H, W))
+        pred = upsample(mask_from_prompts(frame, box=box, method=method, **options), (H, W))
         box_secs.append(time.perf_counter() - t0)
         box_ious.append(iou_fn(pred, gt))
 
-        run = run_clicks(_Clicks(frame, (H, W), method), gt, max_clicks=max_clicks)
+        run = run_clicks(_Clicks(frame, (H, W), method, options), gt, max_clicks=max_clicks)
         runs.append(run.ious)
         click_secs += [s for s in run.seconds if s > 0]
         if name != last:
@@ -113,7 +115,14 @@ def main() -> int:
     ap.add_argument("--root", type=Path, default=ROOT.parent / "shared" / "data" / "davis2016")
     ap.add_argument("--split", default="val")
     ap.add_argument("--stride", type=int, default=10, help="every N-th frame of each video (default 10)")
-    ap.add_argument("--methods", default="grabcut", help="comma-separated methods of mask_from_prompts")
+    ap.add_argument(
+        "--methods", default="grabcut,learned", help="comma-separated methods of mask_from_prompts"
+    )
+    ap.add_argument(
+        "--learned-model",
+        default=None,
+        help="a prompt-head checkpoint for 'learned' (default: the shipped one)",
+    )
     ap.add_argument("--max-clicks", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write", action="store_true", help="write the section of BENCHMARKS.md")
@@ -125,7 +134,8 @@ def main() -> int:
     t0 = time.perf_counter()
     rows = []
     for method in args.methods.split(","):
-        r = evaluate(method, items, args.max_clicks)
+        options = {"model": args.learned_model} if method == "learned" and args.learned_model else {}
+        r = evaluate(method, items, args.max_clicks, options)
         rows.append(
             f"| {method} | {r['box']:.3f} | {r['iou1']:.3f} | {r['iou3']:.3f} | {r['iou5']:.3f} | "
             f"{r['noc85']:.2f} | {r['noc90']:.2f} | {r['ms_click']:.0f} | {r['ms_box']:.0f} |"

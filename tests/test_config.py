@@ -57,7 +57,7 @@ def test_unknown_key_lists_close_matches(tmp_path):
     [
         ("train.steps=abc", "must be int"),
         ("train.steps=1.5", "must be int"),
-        ("model.options.mode=semi", "one-shot or zero-shot"),
+        ("model.options.mode=semi", "one-shot, zero-shot or interactive"),
         ("val.max_size=4", ">= 8"),
         ("data.size=[1, 2, 3]", "H, W"),
         ("train.steps", "key=value"),

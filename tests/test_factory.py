@@ -29,8 +29,10 @@ def tiny(name: str, **kw):
 
 
 def test_names_and_errors():
-    assert model_names() == ["rvos-st", "rvos-s", "rvos-t", "s2s"]
-    with pytest.raises(RecvosError, match="unknown model 'rvos'; valid names: rvos-st, rvos-s, rvos-t, s2s"):
+    assert model_names() == ["rvos-st", "rvos-s", "rvos-t", "s2s", "prompt-head"]
+    with pytest.raises(
+        RecvosError, match="unknown model 'rvos'; valid names: rvos-st, rvos-s, rvos-t, s2s, prompt-head"
+    ):
         build_model("rvos")
     with pytest.raises(
         RecvosError, match="unknown option 'hiden_size' for model rvos-st; valid options: .*hidden_size"

@@ -106,8 +106,8 @@ def test_bad_frame_method_and_previous():
     frame, gt = disc_scene()
     with pytest.raises(RecvosError, match="uint8 RGB"):
         mask_from_prompts(frame.astype(np.float32), box=bbox(gt))
-    with pytest.raises(RecvosError, match="not available; use one of: grabcut"):
-        mask_from_prompts(frame, box=bbox(gt), method="learned")
+    with pytest.raises(RecvosError, match="not available; use one of: grabcut, learned"):
+        mask_from_prompts(frame, box=bbox(gt), method="sam")
     with pytest.raises(RecvosError, match="previous"):
         mask_from_prompts(frame, points=[(80, 60)], previous=np.zeros((3, 3), bool))
 

@@ -69,6 +69,6 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     result = train(cfg, resume=bool(args.resume))
-    jf = f", best J&F {result.best_jf:.4f}" if result.best_jf is not None else ""
+    jf = f", best validation score {result.best_jf:.4f}" if result.best_jf is not None else ""
     print(f"trained to step {result.step}{jf}; run directory {result.run_dir}")
     return 0

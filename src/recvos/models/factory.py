@@ -1,7 +1,8 @@
 """The model registry: small builder functions, each declaring its name, description and capabilities once.
 
 Names: ``rvos-st``, ``rvos-s``, ``rvos-t`` (RVOS with spatio-temporal, spatial or temporal recurrence) and
-``s2s``. Every other choice is a keyword option of the model class, e.g.
+``s2s``, and ``prompt-head`` (the learned interactive head of :mod:`recvos.prompts`, mode "interactive").
+Every other choice is a keyword option of the model class, e.g.
 ``build_model("rvos-st", mode="zero-shot", backbone="resnet101", backbone_weights="imagenet")``.
 Checkpoints, the shipped weights and name/path resolution live in :mod:`recvos.models.loading`.
 """
@@ -107,6 +108,18 @@ def s2s(**options: Any) -> RecurrentVOS:
     return _s2s_class()(**options)
 
 
+def _prompt_head_class() -> type:
+    from recvos.models.prompt_head import PromptHead
+
+    return PromptHead
+
+
+@register_model(_prompt_head_class, modes=("interactive",))
+def prompt_head(**options: Any) -> Any:
+    """Interactive head: a box or clicks -> one object's mask, on a frozen VOS backbone"""
+    return _prompt_head_class()(**options)
+
+
 def model_names() -> list[str]:
     return list(_REGISTRY)
 
@@ -132,7 +145,7 @@ def build_model(name: str, **options: Any) -> RecurrentVOS:
                 )
         elif key not in valid:
             raise RecvosError(f"unknown option {key!r} for model {name}; valid options: {', '.join(valid)}")
-    mode = options.get("mode", "one-shot")
+    mode = options.get("mode", spec.modes[0])
     if mode not in spec.modes:
         raise RecvosError(
             f"model {name} supports mode {' or '.join(spec.modes)} (got {mode!r}); "

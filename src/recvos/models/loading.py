@@ -60,7 +60,7 @@ CHECKPOINT_FORMAT = "recvos-model/1"
 MANIFEST_FORMAT = "recvos-weights/1"
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 MANIFEST = WEIGHTS_DIR / "manifest.json"
-KINDS = ("one-shot", "zero-shot")
+KINDS = ("one-shot", "zero-shot", "interactive")
 MODEL_KEYS = ("format", "model_name", "model_config", "state_dict")
 
 
@@ -207,7 +207,7 @@ def read_manifest(manifest: Path = MANIFEST) -> list[dict[str, Any]]:
 
 
 def default_entry(kind: str = "one-shot", manifest: Path = MANIFEST) -> dict[str, Any]:
-    """The manifest entry of the default model of ``kind`` ("one-shot" or "zero-shot")."""
+    """The manifest entry of the shipped model of ``kind`` ("one-shot", "zero-shot" or "interactive")."""
     if kind not in KINDS:
         raise RecvosError(f"unknown default model kind {kind!r}; use one of {', '.join(KINDS)}")
     for entry in read_manifest(manifest):

@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from recvos.errors import RecvosError
@@ -26,6 +27,7 @@ __all__ = [
     "mask_from_prompts",
     "parse_box",
     "parse_points",
+    "scale_prompts",
     "validate_prompts",
 ]
 
@@ -60,8 +62,8 @@ METHODS: dict[str, Callable[..., np.ndarray]] = {}
 
 
 def _method(name: str) -> Callable[..., np.ndarray]:
-    if not METHODS:
-        from recvos.prompts import grabcut  # noqa: F401  (registers itself)
+    if name not in METHODS:
+        from recvos.prompts import grabcut, learned  # noqa: F401  (they register themselves)
     if name not in METHODS:
         raise RecvosError(
             f"prompt method {name!r} is not available; use one of: {', '.join(sorted(METHODS))}"
@@ -86,6 +88,40 @@ def _check_point(x: float, y: float, size: tuple[int, int], what: str) -> tuple[
             f"{what} ({x:g}, {y:g}) is outside the {W}x{H} frame; give x in [0, {W}) and y in [0, {H})"
         )
     return int(x), int(y)
+
+
+def scale_prompts(prompts: Prompts, s: float, size: tuple[int, int]) -> Prompts:
+    """The prompts of a frame resized by ``s`` to ``size`` (H, W): pixels map to the pixels they fall in."""
+    if s == 1.0:
+        return prompts
+    h, w = size
+
+    def xy(a: np.ndarray) -> np.ndarray:
+        out = np.floor((a + 0.5) * s).astype(np.int64)
+        out[:, 0] = out[:, 0].clip(0, w - 1)
+        out[:, 1] = out[:, 1].clip(0, h - 1)
+        return out
+
+    box = None
+    if prompts.box is not None:
+        x0, y0, x1, y1 = prompts.box
+        box = (
+            int(x0 * s),
+            int(y0 * s),
+            max(int(x0 * s) + 1, min(w, round(x1 * s))),
+            max(int(y0 * s) + 1, min(h, round(y1 * s))),
+        )
+    mask = None
+    if prompts.mask is not None:
+        mask = cv2.resize(prompts.mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    return Prompts(
+        (h, w),
+        box,
+        xy(prompts.points) if len(prompts.points) else prompts.points,
+        prompts.labels,
+        [(xy(line), lab) for line, lab in prompts.scribbles],
+        mask,
+    )
 
 
 def validate_prompts(
@@ -197,8 +233,8 @@ def mask_from_prompts(
     box (x0, y0, x1, y1), points [(x, y), ...] with labels (1 object, 0 background; default all 1),
     scribbles [(polyline, label), ...] and mask (bool [H, W]) may be combined. ``previous`` (bool [H, W]) is
     this object's mask before the latest prompts (the last result of an interactive session, or a
-    propagated mask being corrected): methods start from it. ``method``: "grabcut" (OpenCV, no training);
-    ``options`` go to the method. A mask alone is returned as given.
+    propagated mask being corrected): methods start from it. ``method``: "grabcut" (OpenCV, no training) or
+    "learned" (the shipped prompt head; ``model=`` another prompt-head checkpoint); ``options`` go to the method. A mask alone is returned as given.
     """
     frame = np.asarray(frame)
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:

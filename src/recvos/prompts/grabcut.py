@@ -15,45 +15,11 @@ import logging
 import cv2
 import numpy as np
 
-from recvos.prompts.core import METHODS, Prompts
+from recvos.prompts.core import METHODS, Prompts, scale_prompts
 
 log = logging.getLogger(__name__)
 
 __all__ = ["grabcut_mask"]
-
-
-def _scaled(prompts: Prompts, s: float, size: tuple[int, int]) -> Prompts:
-    """The prompts in a frame resized by ``s`` to ``size`` (H, W)."""
-    if s == 1.0:
-        return prompts
-    h, w = size
-
-    def xy(a: np.ndarray) -> np.ndarray:
-        out = np.floor((a + 0.5) * s).astype(np.int64)
-        out[:, 0] = out[:, 0].clip(0, w - 1)
-        out[:, 1] = out[:, 1].clip(0, h - 1)
-        return out
-
-    box = None
-    if prompts.box is not None:
-        x0, y0, x1, y1 = prompts.box
-        box = (
-            int(x0 * s),
-            int(y0 * s),
-            max(int(x0 * s) + 1, min(w, round(x1 * s))),
-            max(int(y0 * s) + 1, min(h, round(y1 * s))),
-        )
-    mask = None
-    if prompts.mask is not None:
-        mask = cv2.resize(prompts.mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
-    return Prompts(
-        (h, w),
-        box,
-        xy(prompts.points) if len(prompts.points) else prompts.points,
-        prompts.labels,
-        [(xy(line), lab) for line, lab in prompts.scribbles],
-        mask,
-    )
 
 
 def _keep_clicked(fg: np.ndarray, prompts: Prompts, largest: bool) -> np.ndarray:
@@ -94,7 +60,7 @@ def grabcut_mask(
     img = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
     if (h, w) != (H, W):
         img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-    p = _scaled(prompts, s, (h, w))
+    p = scale_prompts(prompts, s, (h, w))
     prev = previous
     if prev is not None and prev.shape != (h, w):
         prev = cv2.resize(prev.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0

@@ -171,6 +171,21 @@ class TrainConfig:
 
 
 @dataclass
+class PromptTrainConfig:
+    """Simulated users for the ``prompt-head`` model (:mod:`recvos.training.prompt_task`)."""
+
+    #: how a session starts: a box, a perturbed mask to correct (a propagated mask), else a first click
+    box: float = 0.4
+    mask: float = 0.15
+    #: each box side moves by up to this fraction of the box size
+    box_jitter: float = 0.08
+    #: rounds of simulated clicks run without gradient before the round that is trained (0..max_rounds)
+    max_rounds: int = 4
+    #: validation: this many frames per held-out video (evenly spaced), box IoU and IoU after 1 and 3 clicks
+    val_frames: int = 6
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -180,6 +195,7 @@ class Config:
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     val: ValConfig = field(default_factory=ValConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    prompts: PromptTrainConfig = field(default_factory=PromptTrainConfig)
     #: run directory (checkpoints, logs, config.yaml)
     out: str = "runs/default"
 
@@ -387,8 +403,18 @@ def validate_config(cfg: Config) -> Config:
         if v not in choices:
             raise RecvosError(f"config key {key!r} must be one of {', '.join(choices)}, got {v!r}")
     mode = cfg.model.options.get("mode", "one-shot")
-    if mode not in ("one-shot", "zero-shot"):
-        raise RecvosError(f"config key 'model.options.mode' must be one-shot or zero-shot, got {mode!r}")
+    if mode not in ("one-shot", "zero-shot", "interactive"):
+        raise RecvosError(
+            f"config key 'model.options.mode' must be one-shot, zero-shot or interactive, got {mode!r}"
+        )
+    pc = cfg.prompts
+    for key, v in (("prompts.box", pc.box), ("prompts.mask", pc.mask), ("prompts.box_jitter", pc.box_jitter)):
+        if not 0.0 <= v <= 1.0:
+            raise RecvosError(f"config key {key!r} must be in [0, 1], got {v}")
+    if pc.box + pc.mask > 1.0:
+        raise RecvosError("config keys prompts.box + prompts.mask must be <= 1 (the rest start with a click)")
+    if pc.max_rounds < 0 or pc.val_frames < 1:
+        raise RecvosError("config keys prompts.max_rounds must be >= 0 and prompts.val_frames >= 1")
     if cfg.val.max_size < 8:
         raise RecvosError(f"config key 'val.max_size' must be >= 8, got {cfg.val.max_size}")
     for key in ("data.size", "data.synthetic.size"):

@@ -111,13 +111,16 @@ class RunLog:
     def validation(self, step: int, metrics: dict[str, float]) -> None:
         if not self.active:
             return
-        log.info(
-            "step %d validation J&F %.4f (J %.4f, F %.4f)",
-            step,
-            metrics.get("J&F-Mean", float("nan")),
-            metrics.get("J-Mean", float("nan")),
-            metrics.get("F-Mean", float("nan")),
-        )
+        if "J&F-Mean" in metrics:
+            log.info(
+                "step %d validation J&F %.4f (J %.4f, F %.4f)",
+                step,
+                metrics["J&F-Mean"],
+                metrics.get("J-Mean", float("nan")),
+                metrics.get("F-Mean", float("nan")),
+            )
+        else:
+            log.info("step %d validation %s", step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         self._write({"step": step, "val": metrics})
         if self.tb is not None:
             for k, v in metrics.items():

@@ -38,7 +38,7 @@ from recvos.data.clips import ClipSampler, seed_worker
 from recvos.errors import RecvosError
 from recvos.losses import VOSLoss
 from recvos.models.base import RecurrentVOS
-from recvos.models.factory import build_model
+from recvos.models.factory import build_model, model_spec
 from recvos.models.loading import model_to_checkpoint, warm_start
 from recvos.training.checkpoint import CheckpointManager, rng_state, set_rng_state
 from recvos.training.config import Config, config_from_dict, config_to_dict, save_config
@@ -214,7 +214,7 @@ class Trainer:
             if name in self.backbone_names:
                 p.requires_grad_(trainable and self.built_requires_grad[name])
         self.backbone_frozen = not trainable
-        net = ClipModel(self.model)
+        net = self._task_net()
         if self.dist.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -235,10 +235,11 @@ class Trainer:
         ckpt = self._checkpoint_to_resume()
         seed_everything(tc.seed + self.dist.rank)
         self.model = self._build_model(ckpt)
-        if self.model.mode != ("zero-shot" if cfg.model.zero_shot else "one-shot"):
+        expected = cfg.model.options.get("mode", model_spec(cfg.model.name).modes[0])
+        if self.model.mode != expected:
             raise RecvosError(
-                f"model.options.mode={cfg.model.options.get('mode', 'one-shot')} but the model is built "
-                f"for {self.model.mode}; set model.options.mode={self.model.mode}"
+                f"model.options.mode={expected} but the model is built for {self.model.mode}; "
+                f"set model.options.mode={self.model.mode}"
             )
         self.optimizer, self.scheduler = build_optimizer(self.model, oc, tc.steps)
         use_amp = self.dist.device.type == "cuda" and tc.amp != "none"
@@ -254,7 +255,7 @@ class Trainer:
         self.backbone_names = backbone_param_names(self.model)
         self.built_requires_grad = {n: p.requires_grad for n, p in self.model.named_parameters()}
         self._set_backbone_trainable(start >= oc.freeze_backbone_steps)
-        loss_fn = VOSLoss(
+        self.loss_fn = VOSLoss(
             iou=cfg.loss.iou,
             bce=cfg.loss.bce,
             dice=cfg.loss.dice,
@@ -283,7 +284,7 @@ class Trainer:
                 if self.backbone_frozen and step >= oc.freeze_backbone_steps:
                     self._set_backbone_trainable(True)
                     log.info("step %d: backbone unfrozen", step)
-                record, batch, logits = self._train_step(step, batches, loss_fn, amp)
+                record, batch, logits = self._train_step(step, batches, amp)
                 step += 1
                 result.losses.append(record["loss"])
                 runlog.step(record)
@@ -303,43 +304,54 @@ class Trainer:
         result.step, result.best_jf, result.last_checkpoint = step, self.best_jf, self.last_checkpoint
         return result
 
-    def _train_step(
-        self, step: int, batches: Iterator[dict], loss_fn: VOSLoss, amp: Any
-    ) -> tuple[dict, dict, torch.Tensor]:
-        """One optimizer step over ``train.accumulate`` micro-batches; returns (log record, last batch, its logits)."""
-        cfg, tc, dev = self.cfg, self.cfg.train, self.dist.device
+    def _teacher(self, step: int) -> bool:
+        """Ground-truth previous masks at this step (else the model's own: Mask-ST+)."""
+        own_from = self.cfg.curriculum.own_masks_from_step
+        return own_from is None or step < own_from
+
+    def _task_net(self) -> torch.nn.Module:
+        """The module DDP wraps and :meth:`_loss` calls: the model's own frame loop over a clip."""
+        return ClipModel(self.model)
+
+    def _loss(self, batch: dict, step: int, amp: Any) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        """One micro-batch -> (loss, its terms incl. "total", logits [B, T, O, H, W] for the image log)."""
+        cfg, dev = self.cfg, self.dist.device
         zero_shot = self.model.mode == "zero-shot"
-        own_from = cfg.curriculum.own_masks_from_step
-        teacher = own_from is None or step < own_from
+        teacher = self._teacher(step)
+        masks, valid = batch["masks"].to(dev, non_blocking=True), batch["valid"].to(dev)
+        with amp:
+            logits, objectness = self.net(batch["frames"].to(dev, non_blocking=True), masks, valid, teacher)
+        w = loss_weights(valid, batch["present"].to(dev), zero_shot, cfg.loss.first_frame)
+        out = self.loss_fn(
+            logits.float(),
+            objectness.float(),
+            masks,
+            w,
+            zero_shot=zero_shot,
+            annotated=batch["annotated"].to(dev),
+        )
+        return out.total, out.terms, logits
+
+    def _train_step(self, step: int, batches: Iterator[dict], amp: Any) -> tuple[dict, dict, torch.Tensor]:
+        """One optimizer step over ``train.accumulate`` micro-batches; returns (log record, last batch, its logits)."""
+        cfg, tc = self.cfg, self.cfg.train
+        teacher = self._teacher(step)
         t0 = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         terms: dict[str, float] = {}
         for micro in range(tc.accumulate):
             batch = next(batches)
-            masks, valid = batch["masks"].to(dev, non_blocking=True), batch["valid"].to(dev)
             sync = micro == tc.accumulate - 1 or not self.dist.distributed
             with self.net.no_sync() if not sync else contextlib.nullcontext():
-                with amp:
-                    logits, objectness = self.net(
-                        batch["frames"].to(dev, non_blocking=True), masks, valid, teacher
-                    )
-                w = loss_weights(valid, batch["present"].to(dev), zero_shot, cfg.loss.first_frame)
-                out = loss_fn(
-                    logits.float(),
-                    objectness.float(),
-                    masks,
-                    w,
-                    zero_shot=zero_shot,
-                    annotated=batch["annotated"].to(dev),
-                )
-                if any_true(not bool(torch.isfinite(out.total)), self.dist):
+                total, out_terms, logits = self._loss(batch, step, amp)
+                if any_true(not bool(torch.isfinite(total)), self.dist):
                     raise RecvosError(
-                        f"loss is {out.terms.get('total')} at step {step + 1} (clip {batch['name'][0]}); stopped, last "
-                        f"good checkpoint: {self.last_checkpoint or 'none yet'}; lower optim.lr, set optim.grad_clip, "
-                        "or use train.amp=none"
+                        f"loss is {out_terms.get('total')} at step {step + 1} (clip {batch['name'][0]}); stopped, "
+                        f"last good checkpoint: {self.last_checkpoint or 'none yet'}; lower optim.lr, set "
+                        "optim.grad_clip, or use train.amp=none"
                     )
-                self.scaler.scale(out.total / tc.accumulate).backward()
-            for k, v in out.terms.items():
+                self.scaler.scale(total / tc.accumulate).backward()
+            for k, v in out_terms.items():
                 terms[k] = terms.get(k, 0.0) + v / tc.accumulate
         grad_norm = None
         if cfg.optim.grad_clip:
@@ -371,17 +383,22 @@ class Trainer:
         """Rank 0: J&F on the held-out videos, logged; True if it beats the best so far."""
         if not self.dist.is_main or not videos:
             return False
-        v = self.cfg.val
         model = self.ema.module if self.ema is not None else self.model
-        metrics = validate(
-            model, videos, max_size=v.max_size, max_frames=v.max_frames, device=self.dist.device
-        )
+        metrics = self._score(model, videos)
         runlog.validation(step, metrics)
-        jf = metrics.get("J&F-Mean", float("nan"))
+        jf = metrics.get(self.score_key, float("nan"))
         if math.isfinite(jf) and (self.best_jf is None or jf > self.best_jf):
             self.best_jf = jf
             return True
         return False
+
+    #: the validation metric whose best value picks ``best.pt``
+    score_key = "J&F-Mean"
+
+    def _score(self, model: torch.nn.Module, videos: list[Any]) -> dict[str, float]:
+        """Validation metrics of ``model`` on the held-out videos (the Segmenter's J&F)."""
+        v = self.cfg.val
+        return validate(model, videos, max_size=v.max_size, max_frames=v.max_frames, device=self.dist.device)
 
     def _save(self, step: int, best: bool) -> None:
         """All ranks gather RNG states; rank 0 writes the step checkpoint (and ``best.pt`` if ``best``)."""
@@ -407,13 +424,22 @@ class Trainer:
             log.info("saved %s", self.last_checkpoint)
             if best:
                 self.ckpts.save_best(self.last_checkpoint)
-                log.info("new best J&F %.4f -> %s", self.best_jf, self.ckpts.best_path)
+                log.info("new best %s %.4f -> %s", self.score_key, self.best_jf, self.ckpts.best_path)
         barrier(self.dist)
+
+
+def trainer_class(cfg: Config) -> type[Trainer]:
+    """The trainer of the configured model's task: VOS clips, or simulated prompting for ``prompt-head``."""
+    if "interactive" in model_spec(cfg.model.name).modes:
+        from recvos.training.prompt_task import PromptTrainer
+
+        return PromptTrainer
+    return Trainer
 
 
 def train(cfg: Config, *, resume: bool = False) -> TrainResult:
     """Train (or resume) the run described by ``cfg`` (``cfg.out`` is the run directory)."""
-    return Trainer(cfg, resume=resume).fit()
+    return trainer_class(cfg)(cfg, resume=resume).fit()
 
 
 def resume_config(run_dir: str | Path) -> Config:
