@@ -7,8 +7,13 @@
   so the union of the predicted objects is scored against that ground truth (J and F per frame);
   the identities are checked by eye on the figure.
 - a DAVIS-2016 val sequence: overlay strip ``docs/val_overlay.jpg``.
+- ``--worst K``: segments all 20 DAVIS-2016 val sequences, lists J-Mean per sequence (official protocol: frames
+  1..n-2, predictions at the 854x480 annotation size) and saves an overlay strip of each of the K worst to
+  ``docs/worst/<rank>_<seq>.jpg`` (prediction filled, ground-truth outline in white): the failures, shown.
+- ``cutie_examples/judo``: objects given on the frames where they appear (0, 5, 8, 13), as a user adds them;
+  overlay grid ``docs/judo_overlay.jpg``, checked by eye.
 
-    python benchmarks/figures.py --shared ../shared/data --write
+    python benchmarks/figures.py --shared ../shared/data --worst 5 --write
 """
 
 from __future__ import annotations
@@ -47,12 +52,67 @@ def save_jpg(path: Path, rgb: np.ndarray) -> None:
     cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
 
 
+def outline(rgb: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Draw the outline of the bool mask ``gt`` (any size) in white on ``rgb``."""
+    H, W = rgb.shape[:2]
+    g = cv2.resize(gt.astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(g, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    out = rgb.copy()
+    cv2.drawContours(out, contours, -1, (255, 255, 255), 1)
+    return out
+
+
+def worst_sequences(seg, root: Path, k: int) -> tuple[str, list[tuple[str, np.ndarray]]]:
+    """(markdown table of J-Mean per val sequence, [(name, overlay strip)] of the ``k`` worst)."""
+    dataset = open_dataset("davis2016", root, "val")
+    rows = []
+    strips = {}
+    for name in dataset.names:
+        seq = dataset[name]
+        n = len(seq.frame_paths)
+        state = seg.init_state((seq.load_frame(i) for i in range(n)), output_size=seq.mask_size)
+        seg.add_mask(state, frame_idx=0, mask=seq.load_mask(0))
+        picks = set(np.linspace(0, n - 1, 5).round().astype(int).tolist())
+        js, strip = [], []
+        for t, _, ids in seg.propagate(state):
+            gt = seq.load_mask(t) > 0
+            js.append(float(jaccard(gt, ids > 0)[0]))
+            if t in picks:
+                strip.append(outline(blend(seq.load_frame(t), ids), gt))
+        j = float(np.mean(js[1:-1]))
+        rows.append((j, name))
+        strips[name] = grid(strip, cols=len(strip), width=1600)
+        print(f"{name}: J {j:.3f}", file=sys.stderr, flush=True)
+    rows.sort()
+    lines = ["| rank | sequence | J-Mean |", "|---|---|---|"]
+    lines += [f"| {r + 1} | {name} | {j:.3f} |" for r, (j, name) in enumerate(rows)]
+    lines.append(f"| | mean | {np.mean([j for j, _ in rows]):.3f} |")
+    return "\n".join(lines), [(name, strips[name]) for _, name in rows[:k]]
+
+
+def judo(seg, shared: Path) -> np.ndarray:
+    """Overlay grid of cutie_examples/judo, each object added on the frame it is annotated on."""
+    folder = shared / "cutie_examples"
+    frames = list(open_frames(folder / "JPEGImages" / "judo"))
+    state = seg.init_state(frames)
+    for path in sorted((folder / "Annotations" / "judo").glob("*.png")):
+        ids = read_mask(path)
+        t = int(path.stem)
+        new = {int(o): ids == o for o in np.unique(ids) if o and int(o) not in state.object_ids()}
+        if new:
+            seg.add_mask(state, frame_idx=t, mask=new)
+    preds = {t: ids for t, _, ids in seg.propagate(state)}
+    picks = [0, 4, 5, 7, 8, 12, 13, 15]
+    return grid([blend(frames[t], preds[t]) for t in picks], cols=4, width=1600)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default="../shared/data")
     ap.add_argument("--model", default=None, help="one-shot checkpoint (default: the shipped weights)")
     ap.add_argument("--val-sequence", default="car-roundabout")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--worst", type=int, default=0, help="overlay strips of the K worst val sequences")
     ap.add_argument("--write", action="store_true", help="write docs/*.jpg and the BENCHMARKS.md section")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -95,7 +155,27 @@ def main(argv: list[str] | None = None) -> int:
     strip = [blend(seq.load_frame(t), ids) for t, _, ids in seg.propagate(state) if t in picks]
     val_fig = grid(strip, cols=4, width=1280)
 
+    judo_fig = judo(seg, shared)
+    worst_table, worst = worst_sequences(seg, shared / "davis2016", args.worst) if args.worst else ("", [])
+    if worst_table:
+        print(worst_table)
+
     if args.write:
+        save_jpg(ROOT / "docs" / "judo_overlay.jpg", judo_fig)
+        for rank, (name, strip) in enumerate(worst, start=1):
+            save_jpg(ROOT / "docs" / "worst" / f"{rank}_{name}.jpg", strip)
+        if worst_table:
+            images = "\n".join(
+                f"![{name}](docs/worst/{r}_{name}.jpg)" for r, (name, _) in enumerate(worst, 1)
+            )
+            write_section(
+                "worst_sequences",
+                "## DAVIS-2016 val per sequence, and the worst five shown\n\n"
+                f"Command: `python benchmarks/figures.py --worst {args.worst} --write` (model: "
+                f"{args.model or 'shipped one-shot default'}; Segmenter at its default size, masks at 854x480, "
+                "J-Mean over frames 1..n-2). Strips: 5 evenly spaced frames, prediction filled, ground truth "
+                "outlined in white.\n\n" + worst_table + "\n\n" + images + "\n",
+            )
         save_jpg(ROOT / "docs" / "bike_overlay.jpg", bike_fig)
         save_jpg(ROOT / "docs" / f"val_overlay_{args.val_sequence}.jpg", val_fig)
         section = (

@@ -174,3 +174,11 @@ def test_validation_scores_through_the_user_function_and_keeps_the_best(tmp_path
     frame = np.random.default_rng(1).integers(0, 255, (64, 96, 3), dtype=np.uint8)
     mask = mask_from_prompts(frame, box=(10, 10, 50, 40), method="learned", model=best)
     assert mask.shape == (64, 96)
+
+
+def test_cli_lists_the_registered_prompt_methods_default_first():
+    from recvos.cli.options import PROMPT_METHODS
+    from recvos.prompts.core import DEFAULT_METHOD, METHODS, _method
+
+    _method(DEFAULT_METHOD)  # registers every method
+    assert PROMPT_METHODS[0] == DEFAULT_METHOD and set(PROMPT_METHODS) == set(METHODS)

@@ -63,7 +63,7 @@ class AppConfig:
     device: str = "cpu"
     threads: int | None = None
     max_size: int = 240
-    method: str = "grabcut"
+    method: str | None = None
     max_upload_mb: float = 500.0
     max_frames: int = 3000
     max_pixels: int = 1920 * 1080

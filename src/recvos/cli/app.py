@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from recvos.cli.options import PROMPT_METHODS
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -26,6 +28,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     p.add_argument("--max-size", type=int, default=240, help="processing size, shorter side (default: 240)")
+    p.add_argument(
+        "--prompt-method",
+        choices=PROMPT_METHODS,
+        default=None,
+        help=f"how boxes and clicks become masks (default: {PROMPT_METHODS[0]}; grabcut: OpenCV, no training)",
+    )
     p.add_argument(
         "--max-upload-mb", type=float, default=500.0, help="largest video accepted, MB (default: 500)"
     )
@@ -81,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         max_size=args.max_size,
+        method=args.prompt_method,
         max_upload_mb=args.max_upload_mb,
         max_frames=args.max_frames,
         max_pixels=args.max_pixels,

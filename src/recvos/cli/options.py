@@ -46,3 +46,8 @@ def sequence_names(values: list[str] | str | None) -> list[str] | None:
         values = [values]
     names = [n.strip() for v in values for n in v.split(",") if n.strip()]
     return list(dict.fromkeys(names)) or None
+
+
+#: the methods of recvos.prompts, its DEFAULT_METHOD first (a copy, so that building the parser imports
+#: nothing heavy; tests/test_prompt_head.py checks it against the registry)
+PROMPT_METHODS = ("grabcut", "learned")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recvos.cli.options import add_model_options, check_model_options
+from recvos.cli.options import PROMPT_METHODS, add_model_options, check_model_options
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="the object as clicks in frame pixels, + on the object, - on the background (with or without --box)",
     )
     p.add_argument("--frame", type=int, default=0, help="frame number of --box/--points (default: 0)")
+    p.add_argument(
+        "--prompt-method",
+        choices=PROMPT_METHODS,
+        default=None,
+        help=f"how --box/--points become the first mask (default: {PROMPT_METHODS[0]}: the shipped prompt "
+        "head; grabcut: OpenCV, no training)",
+    )
     p.add_argument(
         "--convert-masks",
         action="store_true",
@@ -93,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
 
         points, labels = parse_points(args.points) if args.points is not None else (None, None)
         box = parse_box(args.box) if args.box is not None else None
-        prompt = BoxOrClicks(frame=args.frame, box=box, points=points, labels=labels)
+        prompt = BoxOrClicks(
+            frame=args.frame, box=box, points=points, labels=labels, method=args.prompt_method
+        )
     # every input and output path is checked before the model loads (seconds) and before any progress bar
     plan = plan_segment(
         args.input,

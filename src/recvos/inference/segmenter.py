@@ -456,11 +456,11 @@ class Segmenter:
         points: Sequence[Sequence[float]] | None = None,
         labels: Sequence[int] | None = None,
         scribbles: Sequence[Any] | None = None,
-        method: str = "grabcut",
+        method: str | None = None,
     ) -> np.ndarray:
         """Give object ``obj_id`` on frame ``frame_idx`` as a box (x0, y0, x1, y1) and/or clicks (x, y) with
         labels (1 object, 0 background) in the frame's pixels, turned into a mask by
-        :func:`recvos.prompts.mask_from_prompts` (an earlier mask of the object on that frame is refined) and
+        :func:`recvos.prompts.mask_from_prompts` with ``method`` (None: its default; an earlier mask of the object on that frame is refined) and
         added like :meth:`add_mask`. Returns the mask, bool at the frame size."""
         from recvos.prompts import mask_from_prompts
 

@@ -6,6 +6,7 @@ one frame in memory.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -86,6 +87,8 @@ class BoxOrClicks:
     box: tuple[float, float, float, float] | None = None
     points: list[tuple[float, float]] | None = None
     labels: list[int] | None = None
+    #: prompt method of :func:`recvos.prompts.mask_from_prompts` (None: its default)
+    method: str | None = None
 
 
 @dataclass
@@ -232,7 +235,7 @@ def plan_segment(
                         f"--frame {number}: the video has {len(names)} frames (0..{len(names) - 1})"
                     )
                 local = number
-            box = BoxOrClicks(local, prompt.box, prompt.points, prompt.labels)
+            box = dataclasses.replace(prompt, frame=local)
 
         done = 0
         if resume and out.is_dir():
@@ -263,11 +266,7 @@ def plan_segment(
             if resumed.any():
                 plan.prompts[0] = prompt_masks(resumed, 0, size, size, where=str(out / f"{names[last]}.png"))
             if box is not None:
-                plan.box = (
-                    BoxOrClicks(box.frame - last, box.box, box.points, box.labels)
-                    if box.frame > last
-                    else None
-                )
+                plan.box = dataclasses.replace(box, frame=box.frame - last) if box.frame > last else None
             plan.skip_first = True
             plan.resumed_from = names[last]
             plan.total = len(names) - last - 1
@@ -325,7 +324,7 @@ def run_segment(seg: Segmenter, plan: SegmentPlan, progress: Progress | None = N
             seg.add_mask(state, t, objs)
         if plan.box is not None:
             b = plan.box
-            seg.add_prompt(state, b.frame, 1, box=b.box, points=b.points, labels=b.labels)
+            seg.add_prompt(state, b.frame, 1, box=b.box, points=b.points, labels=b.labels, method=b.method)
         ft = seg.finetune(state, steps=plan.online_steps) if plan.online_steps > 0 else 0.0
         writer = OverlayWriter(plan.overlay, fps=state.fps) if plan.overlay is not None else None
         n = 0

@@ -21,6 +21,7 @@ from recvos.errors import RecvosError
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_METHOD",
     "METHODS",
     "Prompts",
     "Scribble",
@@ -56,6 +57,9 @@ class Prompts:
         """Positive clicks plus positive scribbles."""
         return int(self.labels.sum()) + sum(1 for _, lab in self.scribbles if lab)
 
+
+#: the method used when none is named (``recvos segment --box``, ``Segmenter.add_prompt``, ``recvos app``)
+DEFAULT_METHOD = "grabcut"
 
 #: method name -> fn(frame uint8 RGB [H, W, 3], prompts, previous bool [H, W] | None, **options) -> bool [H, W]
 METHODS: dict[str, Callable[..., np.ndarray]] = {}
@@ -224,7 +228,7 @@ def mask_from_prompts(
     labels: Sequence[int | bool] | np.ndarray | None = None,
     scribbles: Sequence[Scribble] | None = None,
     mask: np.ndarray | None = None,
-    method: str = "grabcut",
+    method: str | None = None,
     previous: np.ndarray | None = None,
     **options: object,
 ) -> np.ndarray:
@@ -233,13 +237,14 @@ def mask_from_prompts(
     box (x0, y0, x1, y1), points [(x, y), ...] with labels (1 object, 0 background; default all 1),
     scribbles [(polyline, label), ...] and mask (bool [H, W]) may be combined. ``previous`` (bool [H, W]) is
     this object's mask before the latest prompts (the last result of an interactive session, or a
-    propagated mask being corrected): methods start from it. ``method``: "grabcut" (OpenCV, no training) or
-    "learned" (the shipped prompt head; ``model=`` another prompt-head checkpoint); ``options`` go to the method. A mask alone is returned as given.
+    propagated mask being corrected): methods start from it. ``method``: "learned" (the shipped prompt head;
+    ``model=`` another prompt-head checkpoint) or "grabcut" (OpenCV, no training); None: :data:`DEFAULT_METHOD`.
+    ``options`` go to the method. A mask alone is returned as given.
     """
     frame = np.asarray(frame)
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise RecvosError(f"frame: expected uint8 RGB [H, W, 3], got {frame.dtype} {tuple(frame.shape)}")
-    fn = _method(method)
+    fn = _method(method or DEFAULT_METHOD)
     prompts = validate_prompts(
         frame.shape[:2], box=box, points=points, labels=labels, scribbles=scribbles, mask=mask
     )
