@@ -236,3 +236,14 @@ def test_ranks_that_do_not_share_the_results_folder_all_refuse(tmp_path, dataset
     err = capfd.readouterr().err
     assert err.count("rank(s) 1 cannot see the files rank 0 writes there") == 2
     assert not list(tmp_path.glob("res*/synthetic*"))  # nothing was segmented
+
+
+def test_more_processes_than_gpus_is_one_line(monkeypatch):
+    from recvos.devices import resolve_device
+    from recvos.errors import RecvosError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda", 1) == torch.device("cuda", 1)
+    with pytest.raises(RecvosError, match="LOCAL_RANK 2 but 2 GPU"):
+        resolve_device("cuda", 2)
