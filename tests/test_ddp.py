@@ -85,7 +85,11 @@ def test_two_process_gloo_ranks_agree(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_cli(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
+        "OMP_NUM_THREADS": "1",
+    }
     cmd = [
         sys.executable,
         "-m",

@@ -19,6 +19,11 @@ def resolve_device(name: str | torch.device = "auto", local_rank: int = 0) -> to
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RecvosError(f"device {name!r} requested but CUDA is not available; use cpu (or auto)")
     if name == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise RecvosError(
+                f"process with LOCAL_RANK {local_rank} but {torch.cuda.device_count()} GPU(s) here; start at most "
+                "one process per GPU (torchrun --nproc_per_node)"
+            )
         return torch.device("cuda", local_rank)
     try:
         return torch.device(name)

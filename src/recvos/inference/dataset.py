@@ -118,6 +118,25 @@ def expected_stems(dataset: Any, seq: Any, fmt: str) -> list[str]:
     return stems if wanted is None else [s for s in stems if s in wanted]
 
 
+def results_base(out_dir: str | os.PathLike, fmt: str) -> Path:
+    """The folder holding ``<seq>/<frame>.png``: ``out_dir`` itself, or ``out_dir/Annotations`` for a zip."""
+    return Path(out_dir) / "Annotations" if fmt == "youtube-vos-zip" else Path(out_dir)
+
+
+def sequence_complete(dataset: Any, seq: Any, base: Path, fmt: str) -> bool:
+    """True if ``base/<seq>`` holds every mask a finished sequence has (what ``--resume`` skips)."""
+    seq_dir = base / seq.name
+    return seq_dir.is_dir() and all(
+        (seq_dir / f"{s}.png").is_file() for s in expected_stems(dataset, seq, fmt)
+    )
+
+
+def missing_sequences(dataset: Any, out_dir: str | os.PathLike, names: Sequence[str], fmt: str) -> list[str]:
+    """The sequences among ``names`` without complete results in ``out_dir`` (in the order given)."""
+    base = results_base(out_dir, fmt)
+    return [n for n in names if not sequence_complete(dataset, dataset[n], base, fmt)]
+
+
 def predict_dataset(
     seg: Segmenter,
     dataset: Any,
@@ -129,6 +148,7 @@ def predict_dataset(
     online_steps: int = 0,
     overwrite: bool = False,
     resume: bool = False,
+    zip_results: bool = True,
     progress: Progress | None = None,
 ) -> RunReport:
     """Segment the sequences ``names`` (default: all) of a VOSDataset into ``out_dir/<seq>/<frame>.png`` at the
@@ -137,11 +157,12 @@ def predict_dataset(
     ``out_dir/submission.zip`` (the YouTube-VOS submission layout) with every sequence present there; after
     sharded runs, ``recvos predict ... --zip-only`` zips all shards' results. ``resume``: sequences that
     already have every mask are skipped, the others (an interrupted run's last one) are redone.
+    ``zip_results=False`` leaves the zip to the caller (rank 0 of a distributed run, once every rank is done).
     """
     check_predict_output(out_dir, dataset, names, fmt, overwrite, resume)
     out = Path(out_dir)
     names = list(dataset.names) if names is None else list(names)
-    base = out / "Annotations" if fmt == "youtube-vos-zip" else out
+    base = results_base(out, fmt)
     frames = 0
     ft = 0.0
     skipped = 0
@@ -149,16 +170,15 @@ def predict_dataset(
     for name in names:
         seq = dataset[name]
         seq_dir = base / seq.name
-        stems = expected_stems(dataset, seq, fmt)
         if resume and seq_dir.is_dir():
-            if all((seq_dir / f"{s}.png").is_file() for s in stems):
+            if sequence_complete(dataset, seq, base, fmt):
                 skipped += 1
                 if progress is not None:
                     progress.update(1)
                 continue
             remove_stale_temps(seq_dir)
         make_folder(seq_dir, "results")
-        wanted = set(stems)
+        wanted = set(expected_stems(dataset, seq, fmt))
         state = open_sequence(seg, seq, zero_shot=zero_shot, online_steps=online_steps)
         ft += state.finetune_result.seconds if state.finetune_result is not None else 0.0
         for idx, _, ids in seg.propagate(state, zero_shot=zero_shot):
@@ -177,7 +197,7 @@ def predict_dataset(
     if skipped:
         log.info("skipped %d finished sequence(s)", skipped)
     seconds = time.perf_counter() - t0 - ft
-    if fmt == "youtube-vos-zip":
+    if fmt == "youtube-vos-zip" and zip_results:
         zip_folder(base, out / "submission.zip")
     return RunReport(frames=frames, seconds=seconds, finetune_seconds=ft, sequences=len(names) - skipped)
 
@@ -198,7 +218,7 @@ def check_predict_output(
         raise RecvosError("--resume keeps finished sequences, --overwrite replaces them; pick one")
     out = Path(out_dir)
     names = list(dataset.names) if names is None else list(names)
-    base = out / "Annotations" if fmt == "youtube-vos-zip" else out
+    base = results_base(out, fmt)
     if out.exists() and not out.is_dir():
         raise RecvosError(f"{out}: exists and is not a folder; choose another output path")
     if not (overwrite or resume):

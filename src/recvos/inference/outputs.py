@@ -41,6 +41,17 @@ class RunReport:
         return self.frames / self.seconds if self.seconds > 0 else float("nan")
 
 
+def merge_reports(reports: Sequence[RunReport]) -> RunReport:
+    """One report for runs made side by side (the ranks of a distributed run): frames and sequences add up,
+    the times are the slowest run's, so ``fps`` is the throughput of them all."""
+    return RunReport(
+        frames=sum(r.frames for r in reports),
+        seconds=max((r.seconds for r in reports), default=0.0),
+        finetune_seconds=max((r.finetune_seconds for r in reports), default=0.0),
+        sequences=sum(r.sequences for r in reports),
+    )
+
+
 def make_folder(path: Path, what: str) -> bool:
     """Create ``path`` (and parents); True if it was created. RecvosError naming it on failure."""
     if path.is_dir():

@@ -35,6 +35,13 @@ import yaml
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from recvos.data.clips import ClipSampler, seed_worker
+from recvos.distributed import (
+    all_gather_objects,
+    any_true,
+    barrier,
+    cleanup_distributed,
+    init_distributed,
+)
 from recvos.errors import RecvosError
 from recvos.losses import VOSLoss
 from recvos.models.base import RecurrentVOS
@@ -43,13 +50,6 @@ from recvos.models.loading import model_to_checkpoint, warm_start
 from recvos.training.checkpoint import CheckpointManager, rng_state, set_rng_state
 from recvos.training.config import Config, config_from_dict, config_to_dict, save_config
 from recvos.training.data import train_dataset, val_videos
-from recvos.training.distributed import (
-    all_gather_objects,
-    any_true,
-    barrier,
-    cleanup_distributed,
-    init_distributed,
-)
 from recvos.training.objective import ClipModel, loss_weights
 from recvos.training.optim import backbone_param_names, build_optimizer
 from recvos.training.runlog import RunLog

@@ -1,4 +1,5 @@
-"""Process-group set-up decided at run time: one process (CPU or one GPU) or ``torchrun`` (DDP).
+"""Process-group set-up decided at run time: one process (CPU or one GPU) or ``torchrun`` (DDP training,
+prediction split across ranks).
 
 ``torchrun --nproc_per_node=K`` sets ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``; with ``WORLD_SIZE > 1`` the
 process group is initialised with NCCL on CUDA and gloo on CPU. The environment is read when
@@ -52,7 +53,8 @@ def init_distributed(device: str = "auto") -> DistInfo:
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world)
         info.initialized_here = True
-        log.info("process group: %s, rank %d of %d on %s", backend, rank, world, dev)
+        if info.is_main:
+            log.info("process group: %s, %d ranks; rank 0 on %s", backend, world, dev)
     return info
 
 
