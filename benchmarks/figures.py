@@ -98,7 +98,7 @@ def judo(seg, shared: Path) -> np.ndarray:
     for path in sorted((folder / "Annotations" / "judo").glob("*.png")):
         ids = read_mask(path)
         t = int(path.stem)
-        new = {int(o): ids == o for o in np.unique(ids) if o and int(o) not in state.object_ids()}
+        new = {int(o): ids == o for o in np.unique(ids) if o and int(o) not in state.object_ids}
         if new:
             seg.add_mask(state, frame_idx=t, mask=new)
     preds = {t: ids for t, _, ids in seg.propagate(state)}
