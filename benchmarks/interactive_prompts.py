@@ -37,9 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SECTION = "interactive_prompts"
 
 
-def load_items(root: Path, split: str, stride: int) -> list[tuple[str, Path, Path]]:
-    """(video, 240p frame, 480p mask) for every ``stride``-th frame of the split."""
+def load_items(
+    root: Path, split: str, stride: int, only: list[str] | None = None
+) -> list[tuple[str, Path, Path]]:
+    """(video, 240p frame, 480p mask) for every ``stride``-th frame of the split (of ``only`` if given)."""
     names = (root / "ImageSets" / "2016" / f"{split}.txt").read_text().split()
+    names = [n for n in names if not only or n in only]
     items = []
     for name in names:
         for mask in sorted((root / "Annotations" / "480p" / name).glob("*.png"))[::stride]:
@@ -124,17 +127,31 @@ def main() -> int:
         help="a prompt-head checkpoint for 'learned' (default: the shipped one)",
     )
     ap.add_argument("--max-clicks", type=int, default=20)
+    ap.add_argument(
+        "--sequences",
+        default=None,
+        help="comma-separated sequences of the split (e.g. held-out train videos)",
+    )
+    ap.add_argument(
+        "--keep-clicked-only", action="store_true", help="learned: drop mask parts without a positive click"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write", action="store_true", help="write the section of BENCHMARKS.md")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    items = load_items(args.root, args.split, args.stride)
+    items = load_items(
+        args.root, args.split, args.stride, args.sequences.split(",") if args.sequences else None
+    )
     videos = len({v for v, _, _ in items})
     t0 = time.perf_counter()
     rows = []
     for method in args.methods.split(","):
-        options = {"model": args.learned_model} if method == "learned" and args.learned_model else {}
+        options = {}
+        if method == "learned":
+            options = {"keep_clicked_only": args.keep_clicked_only}
+            if args.learned_model:
+                options["model"] = args.learned_model
         r = evaluate(method, items, args.max_clicks, options)
         rows.append(
             f"| {method} | {r['box']:.3f} | {r['iou1']:.3f} | {r['iou3']:.3f} | {r['iou5']:.3f} | "
@@ -145,6 +162,8 @@ def main() -> int:
     cmd = "python benchmarks/interactive_prompts.py --root ../shared/data/davis2016 --write"
     if args.stride != 10 or args.split != "val":
         cmd += f" --split {args.split} --stride {args.stride}"
+    if args.sequences:
+        cmd += f" --sequences {args.sequences}"
     body = f"""## Prompts -> mask: box and simulated clicks (DAVIS-2016 {args.split})
 
 {len(items)} frames (every {args.stride}th frame of the {videos} {args.split} videos), methods fed the 427x240

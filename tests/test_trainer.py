@@ -579,3 +579,15 @@ def test_weight_average_is_the_model_and_resumes_exactly(tmp_path):
     with pytest.raises(RecvosError, match="no weight average"):
         Trainer(tiny_cfg(tmp_path / "plain", "train.steps=2", "train.ckpt_every=1")).fit()
         Trainer(tiny_cfg(tmp_path / "plain", "train.steps=3", "train.ema=0.5"), resume=True).fit()
+
+
+def test_resume_with_a_changed_model_shape_is_one_line(tmp_path):
+    """A resumed run whose overrides change the model's shape names the checkpoint and the fix."""
+    cfg = tiny_cfg(tmp_path / "run", "train.steps=2", "train.ckpt_every=2")
+    Trainer(cfg).fit()
+    changed = tiny_cfg(tmp_path / "run", "train.steps=4", "model.options.hidden_size=8")
+    with pytest.raises(RecvosError) as e:
+        Trainer(changed, resume=True).fit()
+    msg = str(e.value)
+    assert "step_00000002.pt does not fit the configured model" in msg and "config.yaml" in msg
+    assert "\n" not in msg

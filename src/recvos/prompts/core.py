@@ -27,6 +27,7 @@ __all__ = [
     "Scribble",
     "mask_from_prompts",
     "parse_box",
+    "keep_clicked",
     "parse_points",
     "scale_prompts",
     "validate_prompts",
@@ -126,6 +127,22 @@ def scale_prompts(prompts: Prompts, s: float, size: tuple[int, int]) -> Prompts:
         [(xy(line), lab) for line, lab in prompts.scribbles],
         mask,
     )
+
+
+def keep_clicked(fg: np.ndarray, prompts: Prompts, largest: bool) -> np.ndarray:
+    """Drop connected components of ``fg`` that hold no positive click or scribble point (with no such
+    seed and ``largest``: keep the largest component only)."""
+    seeds = [p for p, lab in zip(prompts.points, prompts.labels, strict=True) if lab]
+    seeds += [p for line, lab in prompts.scribbles if lab for p in line]
+    if (not seeds and not largest) or not fg.any():
+        return fg
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(fg.astype(np.uint8), connectivity=8)
+    if n <= 2:
+        return fg
+    if not seeds:
+        return comp == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    keep = {int(comp[y, x]) for x, y in seeds} - {0}
+    return np.isin(comp, list(keep)) if keep else fg
 
 
 def validate_prompts(

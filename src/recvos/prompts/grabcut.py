@@ -15,27 +15,11 @@ import logging
 import cv2
 import numpy as np
 
-from recvos.prompts.core import METHODS, Prompts, scale_prompts
+from recvos.prompts.core import METHODS, Prompts, keep_clicked, scale_prompts
 
 log = logging.getLogger(__name__)
 
 __all__ = ["grabcut_mask"]
-
-
-def _keep_clicked(fg: np.ndarray, prompts: Prompts, largest: bool) -> np.ndarray:
-    """Drop connected components of ``fg`` that hold no positive click or scribble point (with no such
-    seed and ``largest``: keep the largest component only)."""
-    seeds = [p for p, lab in zip(prompts.points, prompts.labels, strict=True) if lab]
-    seeds += [p for line, lab in prompts.scribbles if lab for p in line]
-    if (not seeds and not largest) or not fg.any():
-        return fg
-    n, comp, stats, _ = cv2.connectedComponentsWithStats(fg.astype(np.uint8), connectivity=8)
-    if n <= 2:
-        return fg
-    if not seeds:
-        return comp == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    keep = {int(comp[y, x]) for x, y in seeds} - {0}
-    return np.isin(comp, list(keep)) if keep else fg
 
 
 def grabcut_mask(
@@ -115,7 +99,7 @@ def grabcut_mask(
         except cv2.error as e:  # degenerate colour models (e.g. a flat frame): keep the seeds
             log.debug("grabCut failed (%s); returning the seed mask", e)
         out = np.isin(gc, (cv2.GC_FGD, cv2.GC_PR_FGD))
-    out = _keep_clicked(out, p, largest)
+    out = keep_clicked(out, p, largest)
     if (h, w) != (H, W):
         out = cv2.resize(out.astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR) >= 0.5
     return out

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from recvos.errors import RecvosError
-from recvos.prompts.core import METHODS, Prompts, scale_prompts
+from recvos.prompts.core import METHODS, Prompts, keep_clicked, scale_prompts
 
 __all__ = ["DISK_RADIUS", "prompt_maps", "learned_mask", "load_prompt_head"]
 
@@ -107,10 +107,12 @@ def learned_mask(
     model: str | os.PathLike | torch.nn.Module | None = None,
     max_size: int = 240,
     threshold: float = 0.5,
+    keep_clicked_only: bool = False,
 ) -> np.ndarray:
     """The prompt head's mask of ``frame`` (uint8 RGB [H, W, 3]) from validated prompts -> bool [H, W].
 
     model: None (shipped), a checkpoint path or a prompt-head module; max_size: the shorter side it runs at.
+    keep_clicked_only: drop the parts of the mask that hold no positive click (when there are clicks).
     """
     from recvos.inference.inputs import processing_size, resize_binary
 
@@ -127,7 +129,8 @@ def learned_mask(
         logits = head(feats, maps.to(feats[0].device))[None]
         if (h, w) != (H, W):
             logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
-        return (torch.sigmoid(logits[0, 0]) >= threshold).cpu().numpy()
+        mask = (torch.sigmoid(logits[0, 0]) >= threshold).cpu().numpy()
+        return keep_clicked(mask, prompts, largest=False) if keep_clicked_only else mask
     finally:
         head.train(was_training)
 
