@@ -81,6 +81,7 @@ def readonly_dir(tmp_path):
         (["--threads", "-1"], "--threads -1"),
         (["--max-size", "1"], "max_size (--max-size) 1"),
         (["--max-size", "-5"], "max_size (--max-size) -5"),
+        (["--quality", "--max-size", "360"], "--quality is --max-size 480"),
         (["--online-steps", "-3"], "--online-steps -3"),
         (["--stride", "0"], "--stride 0"),
         (["--start", "99"], "--start 99"),

@@ -182,3 +182,16 @@ def test_cli_lists_the_registered_prompt_methods_default_first():
 
     _method(DEFAULT_METHOD)  # registers every method
     assert PROMPT_METHODS[0] == DEFAULT_METHOD and set(PROMPT_METHODS) == set(METHODS)
+
+
+def test_quality_is_the_larger_processing_size():
+    import argparse
+
+    from recvos.cli.options import DEFAULT_SIZE, QUALITY_SIZE, add_model_options, check_model_options
+
+    p = argparse.ArgumentParser()
+    add_model_options(p)
+    for argv, size in (([], DEFAULT_SIZE), (["--quality"], QUALITY_SIZE), (["--max-size", "320"], 320)):
+        args = p.parse_args(argv)
+        check_model_options(args)
+        assert args.max_size == size

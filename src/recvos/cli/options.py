@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+#: processing sizes (shorter side): the default, and ``--quality`` (measured in benchmarks/resolution.py)
+DEFAULT_SIZE = 240
+QUALITY_SIZE = 480
+
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    """--model, --device, --threads, --max-size, --random-weights."""
+    """--model, --device, --threads, --max-size, --quality, --random-weights."""
     p.add_argument(
         "--model", default=None, help="checkpoint path or model name (default: the shipped weights)"
     )
@@ -17,8 +21,14 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-size",
         type=int,
-        default=240,
-        help="processing size, shorter side in pixels, at least 16; 0: full resolution (default: 240)",
+        default=None,
+        help=f"processing size, shorter side in pixels, at least 16; 0: full resolution (default: {DEFAULT_SIZE})",
+    )
+    p.add_argument(
+        "--quality",
+        action="store_true",
+        help=f"process at a shorter side of {QUALITY_SIZE} (sharper boundaries, about 5x slower; "
+        "BENCHMARKS.md, Processing resolution)",
     )
     p.add_argument(
         "--random-weights",
@@ -35,6 +45,12 @@ def check_model_options(args: argparse.Namespace) -> None:
     threads = getattr(args, "threads", None)
     if isinstance(threads, int) and threads < 1:
         raise RecvosError(f"--threads {threads}: must be 1 or more (or left out for the default)")
+    if getattr(args, "quality", False):
+        if args.max_size is not None:
+            raise RecvosError(f"--quality is --max-size {QUALITY_SIZE}; give one of them, not both")
+        args.max_size = QUALITY_SIZE
+    elif args.max_size is None:
+        args.max_size = DEFAULT_SIZE
     check_max_size(args.max_size)
 
 
