@@ -108,11 +108,13 @@ def learned_mask(
     max_size: int = 240,
     threshold: float = 0.5,
     keep_clicked_only: bool = False,
+    clip_to_box: bool = True,
 ) -> np.ndarray:
     """The prompt head's mask of ``frame`` (uint8 RGB [H, W, 3]) from validated prompts -> bool [H, W].
 
     model: None (shipped), a checkpoint path or a prompt-head module; max_size: the shorter side it runs at.
     keep_clicked_only: drop the parts of the mask that hold no positive click (when there are clicks).
+    clip_to_box: nothing outside the box, when a box is given (a box says where the object is).
     """
     from recvos.inference.inputs import processing_size, resize_binary
 
@@ -130,6 +132,11 @@ def learned_mask(
         if (h, w) != (H, W):
             logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
         mask = (torch.sigmoid(logits[0, 0]) >= threshold).cpu().numpy()
+        if clip_to_box and prompts.box is not None:
+            x0, y0, x1, y1 = prompts.box
+            inside = np.zeros_like(mask)
+            inside[y0:y1, x0:x1] = True
+            mask &= inside
         return keep_clicked(mask, prompts, largest=False) if keep_clicked_only else mask
     finally:
         head.train(was_training)
