@@ -133,7 +133,7 @@ def main() -> int:
         help="comma-separated sequences of the split (e.g. held-out train videos)",
     )
     ap.add_argument(
-        "--keep-clicked-only", action="store_true", help="learned: drop mask parts without a positive click"
+        "--keep-all-parts", action="store_true", help="learned: keep mask parts without a positive click"
     )
     ap.add_argument("--no-clip-to-box", action="store_true", help="learned: keep mask parts outside the box")
     ap.add_argument("--threads", type=int, default=2)
@@ -150,7 +150,7 @@ def main() -> int:
     for method in args.methods.split(","):
         options = {}
         if method == "learned":
-            options = {"keep_clicked_only": args.keep_clicked_only, "clip_to_box": not args.no_clip_to_box}
+            options = {"keep_clicked_only": not args.keep_all_parts, "clip_to_box": not args.no_clip_to_box}
             if args.learned_model:
                 options["model"] = args.learned_model
         r = evaluate(method, items, args.max_clicks, options)

@@ -42,16 +42,18 @@ def bbox(gt: np.ndarray) -> tuple[int, int, int, int]:
 # ------------------------------------------------------------------------------------------------ grabcut
 def test_grabcut_box_recovers_a_textured_disc():
     frame, gt = disc_scene()
-    pred = mask_from_prompts(frame, box=bbox(gt))
+    pred = mask_from_prompts(frame, box=bbox(gt), method="grabcut")
     assert pred.dtype == bool and pred.shape == (H, W)
     assert iou(pred, gt) > 0.8
 
 
 def test_grabcut_clicks_recover_the_disc_and_a_negative_click_removes_background():
     frame, gt = disc_scene(1)
-    pred = mask_from_prompts(frame, points=[(85, 60)], labels=[1])
+    pred = mask_from_prompts(frame, points=[(85, 60)], labels=[1], method="grabcut")
     assert iou(pred, gt) > 0.6
-    pred2 = mask_from_prompts(frame, points=[(85, 60), (10, 10)], labels=[1, 0], previous=pred)
+    pred2 = mask_from_prompts(
+        frame, points=[(85, 60), (10, 10)], labels=[1, 0], previous=pred, method="grabcut"
+    )
     assert not pred2[10, 10]
     assert iou(pred2, gt) > 0.6
 
@@ -61,8 +63,8 @@ def test_grabcut_is_deterministic_and_processes_large_frames_downscaled():
     big = np.repeat(np.repeat(frame, 3, 0), 3, 1)  # 360x480 > max_size: processed at a shorter side of 160
     gt_big = np.repeat(np.repeat(gt, 3, 0), 3, 1)
     box = tuple(3 * v for v in bbox(gt))
-    a = mask_from_prompts(big, box=box)
-    b = mask_from_prompts(big, box=box)
+    a = mask_from_prompts(big, box=box, method="grabcut")
+    b = mask_from_prompts(big, box=box, method="grabcut")
     assert a.shape == gt_big.shape and np.array_equal(a, b)
     assert iou(a, gt_big) > 0.8
 
@@ -70,7 +72,9 @@ def test_grabcut_is_deterministic_and_processes_large_frames_downscaled():
 def test_a_mask_alone_is_returned_and_scribbles_work():
     frame, gt = disc_scene(3)
     assert np.array_equal(mask_from_prompts(frame, mask=gt), gt)
-    pred = mask_from_prompts(frame, scribbles=[([(70, 60), (100, 60)], True), ([(5, 5), (5, 100)], False)])
+    pred = mask_from_prompts(
+        frame, scribbles=[([(70, 60), (100, 60)], True), ([(5, 5), (5, 100)], False)], method="grabcut"
+    )
     assert iou(pred, gt) > 0.6 and not pred[50, 5]
 
 

@@ -14,7 +14,7 @@ SIZE_LIMIT = 25_000_000  # bytes, all shipped weights together
 def test_manifest_lists_both_defaults_within_the_size_budget():
     entries = read_manifest()
     kinds = {e["kind"] for e in entries}
-    assert {"one-shot", "zero-shot"} <= kinds
+    assert {"one-shot", "zero-shot", "interactive"} <= kinds
     total = 0
     for e in entries:
         path = default_checkpoint_path(e["kind"])
@@ -25,7 +25,7 @@ def test_manifest_lists_both_defaults_within_the_size_budget():
     assert total <= SIZE_LIMIT
 
 
-@pytest.mark.parametrize("kind", ["one-shot", "zero-shot"])
+@pytest.mark.parametrize("kind", ["one-shot", "zero-shot", "interactive"])
 def test_shipped_weights_load_as_the_manifest_says(kind):
     """The file rebuilds the architecture its manifest entry records, for the task of its kind."""
     entry = next(e for e in read_manifest() if e["kind"] == kind)
@@ -73,3 +73,23 @@ def test_default_one_shot_beats_copying_the_first_mask(davis2016_root):
     j_model = jaccard(gt[1:], pred[1:]).mean()
     j_copy = jaccard(gt[1:], np.repeat(gt[:1], n - 1, 0)).mean()
     assert j_model > j_copy + 0.1, (j_model, j_copy)
+
+
+@pytest.mark.shared
+def test_shipped_prompt_head_segments_a_real_frame_from_a_box_and_a_click(davis2016_root):
+    """On a held-out DAVIS-2016 train frame (never trained on), the shipped head gets the object from its
+    box, and from one click at its most interior point, much better than GrabCut does from the box."""
+    from recvos.data.datasets import open_dataset
+    from recvos.inference.inputs import resize_binary
+    from recvos.prompts import iou, mask_from_prompts, next_click
+
+    seq = open_dataset("davis2016", davis2016_root, "train")["mallard-fly"]
+    frame = seq.load_frame(20)
+    gt = resize_binary(seq.load_mask(20) > 0, frame.shape[:2])
+    ys, xs = np.nonzero(gt)
+    box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    learned = iou(mask_from_prompts(frame, box=box), gt)
+    grabcut = iou(mask_from_prompts(frame, box=box, method="grabcut"), gt)
+    y, x, _ = next_click(gt)
+    clicked = iou(mask_from_prompts(frame, points=[(x, y)]), gt)
+    assert learned > 0.75 and clicked > 0.7 and learned > grabcut + 0.3, (learned, clicked, grabcut)

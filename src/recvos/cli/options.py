@@ -66,4 +66,4 @@ def sequence_names(values: list[str] | str | None) -> list[str] | None:
 
 #: the methods of recvos.prompts, its DEFAULT_METHOD first (a copy, so that building the parser imports
 #: nothing heavy; tests/test_prompt_head.py checks it against the registry)
-PROMPT_METHODS = ("grabcut", "learned")
+PROMPT_METHODS = ("learned", "grabcut")

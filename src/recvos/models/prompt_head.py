@@ -17,6 +17,7 @@ round fed the previous prediction): :mod:`recvos.training.prompt_task`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -62,8 +63,9 @@ class PromptHead(nn.Module):
     Args:
         backbone: a registered backbone name; its weights come from ``backbone_from`` or
             ``backbone_weights``, and it is always frozen.
-        backbone_from: ``"one-shot"``/``"zero-shot"``: the backbone of that shipped default (its file's sha256
-            is recorded in the config and checked when the head is loaded again); None: ``backbone_weights``.
+        backbone_from: ``"one-shot"``/``"zero-shot"``: the backbone of that shipped default (the sha256 of its
+            tensors is recorded in the config and checked when the head is loaded again); None:
+            ``backbone_weights``.
         backbone_weights: None, "imagenet" or a state-dict path (only without ``backbone_from``).
         width: channels of the decoder.
         mode: always "interactive" (the registry's task name).
@@ -118,28 +120,24 @@ class PromptHead(nn.Module):
 
     # -- the shared backbone --------------------------------------------------------------------------
     def _load_shipped_backbone(self, backbone: str, kind: str, expected: str | None) -> str:
-        from recvos.models.loading import default_checkpoint_path, read_checkpoint, sha256_file
+        from recvos.models.loading import default_checkpoint_path, read_checkpoint
 
-        path = default_checkpoint_path(kind)
-        digest = sha256_file(path)
+        ckpt = read_checkpoint(default_checkpoint_path(kind))
+        if ckpt["model_config"].get("backbone") != backbone:
+            raise RecvosError(
+                f"the shipped {kind} default has backbone {ckpt['model_config'].get('backbone')!r}, not "
+                f"{backbone!r}; set backbone={ckpt['model_config'].get('backbone')!r}"
+            )
+        prefix = "backbone."
+        sd = {k[len(prefix) :]: v.float() for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+        self.backbone.load_state_dict(sd, strict=True)
+        digest = tensor_digest(self.backbone.state_dict())
         if expected is not None and digest != expected:
             raise RecvosError(
                 f"this prompt head was trained on the backbone of another {kind} default (sha256 "
                 f"{expected[:12]}, installed {digest[:12]}); retrain it with configs/prompt_head.yaml or "
                 "reinstall the recvos it came with"
             )
-        ckpt = read_checkpoint(path)
-        if ckpt["model_config"].get("backbone") != backbone:
-            raise RecvosError(
-                f"the shipped {kind} default has backbone {ckpt['model_config'].get('backbone')!r}, not "
-                f"{backbone!r}; set backbone={ckpt['model_config'].get('backbone')!r}"
-            )
-        sd = {
-            k[len("backbone.") :]: v.float()
-            for k, v in ckpt["state_dict"].items()
-            if k.startswith("backbone.")
-        }
-        self.backbone.load_state_dict(sd, strict=True)
         return digest
 
     def load_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True, assign: bool = False):
@@ -183,6 +181,16 @@ class PromptHead(nn.Module):
         x = _up(x, f4)
         x = self.fuse4(torch.cat([x, self.proj4(f4), _up(p4, f4)], 1))
         return F.interpolate(self.out(x), size=maps.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+
+
+def tensor_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names and tensor bytes: the backbone a head was trained on (a retrained VOS
+    default whose backbone stayed frozen keeps it)."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        h.update(key.encode())
+        h.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _drop_backbone(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> dict:

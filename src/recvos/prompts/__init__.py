@@ -1,7 +1,8 @@
 """Prompts -> first mask: a box, clicks, scribbles or a mask on any frame become an object's mask.
 
 ``mask_from_prompts(frame, box=..., points=..., labels=...)`` is the one entry point; ``method`` picks the
-algorithm ("grabcut" now: OpenCV, no training). ``next_click``, ``run_clicks``, ``noc`` and ``mean_iou_at``
+algorithm: "learned" (default: the shipped prompt head on the one-shot default's backbone) or "grabcut"
+(OpenCV, no training). ``next_click``, ``run_clicks``, ``noc`` and ``mean_iou_at``
 are the standard simulated clicker and metrics used by ``benchmarks/interactive_prompts.py``.
 """
 

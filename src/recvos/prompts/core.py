@@ -60,7 +60,7 @@ class Prompts:
 
 
 #: the method used when none is named (``recvos segment --box``, ``Segmenter.add_prompt``, ``recvos app``)
-DEFAULT_METHOD = "grabcut"
+DEFAULT_METHOD = "learned"
 
 #: method name -> fn(frame uint8 RGB [H, W, 3], prompts, previous bool [H, W] | None, **options) -> bool [H, W]
 METHODS: dict[str, Callable[..., np.ndarray]] = {}

@@ -107,14 +107,15 @@ def learned_mask(
     model: str | os.PathLike | torch.nn.Module | None = None,
     max_size: int = 240,
     threshold: float = 0.5,
-    keep_clicked_only: bool = False,
+    keep_clicked_only: bool = True,
     clip_to_box: bool = True,
 ) -> np.ndarray:
     """The prompt head's mask of ``frame`` (uint8 RGB [H, W, 3]) from validated prompts -> bool [H, W].
 
     model: None (shipped), a checkpoint path or a prompt-head module; max_size: the shorter side it runs at.
     keep_clicked_only: drop the parts of the mask that hold no positive click (when there are clicks).
-    clip_to_box: nothing outside the box, when a box is given (a box says where the object is).
+    clip_to_box: nothing outside the box, when a box is given (a box says where the object is). Both
+    defaults were chosen on held-out DAVIS-2016 *train* frames (BENCHMARKS.md, Prompts -> mask).
     """
     from recvos.inference.inputs import processing_size, resize_binary
 
