@@ -67,8 +67,8 @@ METHODS: dict[str, Callable[..., np.ndarray]] = {}
 
 
 def _method(name: str) -> Callable[..., np.ndarray]:
-    if name not in METHODS:
-        from recvos.prompts import grabcut, learned  # noqa: F401  (they register themselves)
+    from recvos.prompts import grabcut, learned  # noqa: F401  (they register themselves; cached after once)
+
     if name not in METHODS:
         raise RecvosError(
             f"prompt method {name!r} is not available; use one of: {', '.join(sorted(METHODS))}"

@@ -112,19 +112,22 @@ def learned_mask(
 ) -> np.ndarray:
     """The prompt head's mask of ``frame`` (uint8 RGB [H, W, 3]) from validated prompts -> bool [H, W].
 
-    model: None (shipped), a checkpoint path or a prompt-head module; max_size: the shorter side it runs at.
+    model: None (shipped), a checkpoint path or a prompt-head module; max_size: the shorter side it runs at
+    (frames are resized to it, up or down).
     keep_clicked_only: drop the parts of the mask that hold no positive click (when there are clicks).
     clip_to_box: nothing outside the box, when a box is given (a box says where the object is). Both
     defaults were chosen on held-out DAVIS-2016 *train* frames (BENCHMARKS.md, Prompts -> mask).
     """
-    from recvos.inference.inputs import processing_size, resize_binary
+    from recvos.inference.inputs import resize_binary
 
     head = load_prompt_head(model)
     was_training = head.training
     head.eval()
     try:
         H, W = frame.shape[:2]
-        h, w = processing_size((H, W), max_size)
+        # the head's scale: the shorter side at max_size, small frames upscaled (it was trained at 240p)
+        s = max_size / min(H, W)
+        h, w = max(1, round(H * s)), max(1, round(W * s))
         p = scale_prompts(prompts, h / H, (h, w))
         prev = previous if previous is None or (h, w) == (H, W) else resize_binary(previous, (h, w))
         maps = torch.from_numpy(prompt_maps(p, prev))[None]
