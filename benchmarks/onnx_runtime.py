@@ -6,7 +6,7 @@ quantised at run time). For each runtime:
 
 - **speed**: ms/frame of the model's own loop (``unroll``: init_state + one step per frame) on the first
   ``--frames`` frames of DAVIS bear (decoded and resized to 240x427 beforehand) with 1 and 3 objects (the
-  bear's mask and two boxes), best of two passes after a warm-up, at ``--threads`` threads;
+  bear's mask and two boxes), best of two rounds (the runtimes in turn) after a warm-up, at ``--threads`` threads;
 - **accuracy**: DAVIS-2016 val with the Segmenter (PromptFeed, same pre/post-processing for every runtime),
   scored at 480p by ``recvos.evaluation`` (official protocol); the per-frame IoU of each runtime's masks
   against ONNX Runtime fp32 (int8 counts only if its mean IoU against fp32 is at least 0.97).
@@ -28,11 +28,14 @@ import time
 from datetime import date
 from pathlib import Path
 
-import numpy as np
-import torch
+# as the CLI does (recvos.cli.main), before torch starts OpenMP: spinning threads collapse on a shared CPU
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from _common import cpu_name, write_section  # noqa: E402  (benchmarks/ is on sys.path)
 
-from recvos.models.feed import FirstFrameFeed
+from recvos.models.feed import FirstFrameFeed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -41,17 +44,22 @@ SIZE = (240, 427)
 INT8_MIN_IOU = 0.97
 
 
-def ms_per_frame(model, frames: list[torch.Tensor], first: torch.Tensor, repeats: int = 2) -> float:
-    """ms/frame of ``model.unroll`` over pre-decoded frames: best of ``repeats`` after a 5-frame warm-up."""
-    best = float("inf")
+def ms_per_frame(
+    models: dict[str, object], frames: list[torch.Tensor], first: torch.Tensor
+) -> dict[str, float]:
+    """ms/frame of each model's ``unroll`` over pre-decoded frames: a 5-frame warm-up each, then two timed
+    rounds over all models in turn (so a change of the machine's load hits them alike); the best of two."""
+    best = dict.fromkeys(models, float("inf"))
     with torch.inference_mode():
-        for _ in model.unroll(frames[:5], FirstFrameFeed(first)):
-            pass
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            for _ in model.unroll(frames, FirstFrameFeed(first)):
+        for model in models.values():
+            for _ in model.unroll(frames[:5], FirstFrameFeed(first)):
                 pass
-            best = min(best, 1000 * (time.perf_counter() - t0) / len(frames))
+        for _ in range(2):
+            for name, model in models.items():
+                t0 = time.perf_counter()
+                for _ in model.unroll(frames, FirstFrameFeed(first)):
+                    pass
+                best[name] = min(best[name], 1000 * (time.perf_counter() - t0) / len(frames))
     return best
 
 
@@ -143,10 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         boxes[0, 20:100, 20:150] = 1
         boxes[1, 120:220, 250:400] = 1
         firsts = {1: bear[None, None], 3: torch.cat([bear[None], boxes])[None]}
-        speed = {
-            name: {n: ms_per_frame(seg._runner(), frames, first) for n, first in firsts.items()}
-            for name, seg in runners.items()
-        }
+        models = {name: seg._runner() for name, seg in runners.items()}
+        by_count = {n: ms_per_frame(models, frames, first) for n, first in firsts.items()}
+        speed = {name: {n: by_count[n][name] for n in firsts} for name in runners}
         print(speed, file=sys.stderr, flush=True)
 
         ds = open_dataset("davis2016", args.davis, "val")
@@ -195,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Model: {args.model or 'the shipped one-shot default'} (RVOS-ST, reference + 3-frame memory), "
             f"exported for {SIZE[1]}x{SIZE[0]} frames in {export_s:.0f} s (files: fp32 {sizes_mb['fp32']:.1f} MB, "
             f"int8 {sizes_mb['int8']:.1f} MB, step graph). Speed: the model's loop (unroll) over the first "
-            f"{len(frames)} frames of bear at {SIZE[1]}x{SIZE[0]}, pre-decoded, best of two passes. End to end "
+            f"{len(frames)} frames of bear at {SIZE[1]}x{SIZE[0]}, pre-decoded, best of two rounds taking the runtimes in turn. End to end "
             f"and J: the Segmenter on DAVIS-2016 val ({len(seqs)} sequences, {n_frames} frames, every frame), "
             "480p masks, official protocol (recvos.evaluation). IoU: foreground of each frame against "
             f"ONNX Runtime fp32.\n\n{table}\n\n{verdict}\n"

@@ -278,6 +278,9 @@ class OnnxModel(RecurrentVOS):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
+        # threads that spin while waiting collapse when other processes share the cores (as OpenMP's do,
+        # see recvos.cli.main): wait passively
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         self._step = ort.InferenceSession(str(self.path), options, providers=providers)
         self._init = ort.InferenceSession(str(init_path(self.path)), options, providers=providers)

@@ -177,6 +177,8 @@ class Segmenter:
     object; ``objectness_threshold`` and ``min_area`` (fraction of the frame) select zero-shot instances.
     ``optimize``: propagate with a copy of the model passed through ``optimize_for_inference`` (BatchNorm
     folded, channels-last; same outputs up to rounding); ``self.model`` itself stays trainable and savable.
+    ``model`` may be an :class:`~recvos.inference.onnx.OnnxModel` (ONNX Runtime): it runs as it is, through
+    the same frame loop, prompts and pre/post-processing.
     """
 
     def __init__(
