@@ -193,6 +193,25 @@ def test_cli_export_then_segment_with_onnxruntime(tmp_path, ckpt, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "name, options", [("rvos-s", {"mode": "zero-shot", "max_objects": 2, "hidden_size": 16}), ("s2s", {})]
+)
+def test_other_models_export_with_parity(tmp_path, name, options):
+    """A zero-shot RVOS (fixed slots, objectness) and S2S (objects folded into the batch) export too."""
+    torch.manual_seed(0)
+    model = build_model(name, **options).eval()
+    export_onnx(model, tmp_path / "m.onnx", size=SIZE)
+    masks = None if model.mode == "zero-shot" else (torch.rand(1, 2, *SIZE) > 0.5).float()
+    frames = torch.rand(4, 1, 3, *SIZE)
+    with torch.no_grad():
+        want = list(model.unroll(frames, FirstFrameFeed(masks)))
+        got = list(OnnxModel(tmp_path / "m.onnx").unroll(frames, FirstFrameFeed(masks)))
+    for w, g in zip(want, got, strict=True):
+        torch.testing.assert_close(g.logits, w.logits, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(g.objectness, w.objectness, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
 @pytest.mark.shared
 def test_shipped_default_parity_on_a_real_video(shared_data, tmp_path):
     """The shipped one-shot default on ONNX Runtime vs PyTorch on DAVIS bear (mp4, 82 frames): IoU >= 0.99

@@ -133,8 +133,6 @@ def _name_object_dim(proto: Any, name: str) -> None:
     exporter names its symbols s0, s1, ...)."""
     value = next(v for v in proto.graph.input if v.name == name)
     symbol = value.type.tensor_type.shape.dim[1].dim_param
-    if not symbol:  # a fixed object count (zero-shot slots)
-        return
     for v in [*proto.graph.input, *proto.graph.output]:
         for d in v.type.tensor_type.shape.dim:
             if d.dim_param == symbol:
@@ -185,8 +183,9 @@ def export_onnx(
             state_names,
         )
         protos = {"step": step.model_proto, "init": init.model_proto}
-    _name_object_dim(protos["step"], state_names[0])
-    _name_object_dim(protos["init"], "masks" if masks is not None else state_names[0])
+    if objects_dim is not None:  # zero-shot models have a fixed object count (their slots)
+        _name_object_dim(protos["step"], state_names[0])
+        _name_object_dim(protos["init"], "masks")
     state_shapes = {
         v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
         for v in protos["step"].graph.input

@@ -200,8 +200,8 @@ def scan_objects(
     if torch.compiler.is_exporting():
         from torch._higher_order_ops.scan import scan
 
-        def unaliased(c: list[torch.Tensor], x: list[torch.Tensor]) -> tuple[list[torch.Tensor], ...]:
-            c, y = fn(c, x)  # scan refuses outputs that are also the carry
+        def unaliased(c: list[torch.Tensor], x: list[torch.Tensor] | None) -> tuple[list[torch.Tensor], ...]:
+            c, y = fn(c, x or [])  # scan passes None without xs, and refuses outputs that alias the carry
             return c, [t.clone() for t in y]
 
         return scan(unaliased, carry, xs) if xs else scan(unaliased, carry, xs, length=length)
