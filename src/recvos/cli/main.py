@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "train": "recvos.cli.train",
     "models": "recvos.cli.models",
     "app": "recvos.cli.app",
+    "export": "recvos.cli.export",
 }
 
 
@@ -31,7 +32,8 @@ EPILOG = """examples:
   recvos predict --dataset davis2016 --root data/davis2016 --split val -o results/
   recvos evaluate --gt data/davis2016 --pred results/ --split val
   recvos train --config configs/smoke_synthetic.yaml --out runs/smoke
-  recvos models"""
+  recvos models
+  recvos export --onnx model.onnx"""
 
 
 def version() -> str:

@@ -73,6 +73,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stride", type=int, default=1, help="segment every N-th frame from --start (default: 1)")
     add_model_options(p)
     p.add_argument(
+        "--runtime",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="run the model with PyTorch or with ONNX Runtime (CPU; the onnx extra) (default: torch)",
+    )
+    p.add_argument(
+        "--onnx",
+        metavar="FILE",
+        help="with --runtime onnxruntime: a file from recvos export --onnx (default: export --model now)",
+    )
+    p.add_argument(
         "--online-steps", type=int, default=0, help="online-learning steps on the annotated frame(s)"
     )
     p.add_argument("--objectness-threshold", type=float, default=0.5, help="zero-shot: minimum objectness")
@@ -90,10 +101,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from recvos.inference.inputs import processing_size
     from recvos.inference.segmenter import load_model
     from recvos.inference.video import BoxOrClicks, plan_segment, run_segment
 
     check_model_options(args)
+    if args.runtime == "onnxruntime":
+        from recvos.inference.onnx import require_onnx
+
+        require_onnx("onnxruntime", "onnx")
     prompt = None
     if args.box is not None or args.points is not None:
         from recvos.prompts import parse_box, parse_points
@@ -131,6 +147,9 @@ def run(args: argparse.Namespace) -> int:
                 max_size=args.max_size,
                 objectness_threshold=args.objectness_threshold,
                 allow_random=args.random_weights,
+                runtime=args.runtime,
+                onnx=args.onnx,
+                onnx_size=processing_size(tuple(plan.source.size), args.max_size),
             )
         except BaseException:
             plan.remove_created()

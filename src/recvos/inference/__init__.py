@@ -22,6 +22,8 @@ _LAZY = {
     "predict_dataset": "recvos.inference.dataset",
     "open_sequence": "recvos.inference.dataset",
     "shard_names": "recvos.inference.dataset",
+    "OnnxModel": "recvos.inference.onnx",
+    "export_onnx": "recvos.inference.onnx",
 }
 
 __all__ = list(_LAZY)

@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 __all__ = ["Segmenter", "InferenceState", "PromptFeed", "load_model"]
 
 FrameInput = str | os.PathLike | FrameSource | Iterable[np.ndarray]
+#: what runs the model: PyTorch, or ONNX Runtime on a graph exported by ``recvos export --onnx``
+RUNTIMES = ("torch", "onnxruntime")
 
 
 @dataclass
@@ -175,6 +177,8 @@ class Segmenter:
     object; ``objectness_threshold`` and ``min_area`` (fraction of the frame) select zero-shot instances.
     ``optimize``: propagate with a copy of the model passed through ``optimize_for_inference`` (BatchNorm
     folded, channels-last; same outputs up to rounding); ``self.model`` itself stays trainable and savable.
+    ``model`` may be an :class:`~recvos.inference.onnx.OnnxModel` (ONNX Runtime): it runs as it is, through
+    the same frame loop, prompts and pre/post-processing.
     """
 
     def __init__(
@@ -202,7 +206,7 @@ class Segmenter:
 
     def _runner(self) -> RecurrentVOS:
         """The model used for propagation: ``self.model`` or its optimised copy."""
-        if not self.optimize:
+        if not self.optimize or self.model.inference_only:  # e.g. an ONNX Runtime model
             return self.model
         if self._fast is None:
             self._fast = copy.deepcopy(self.model).eval().optimize_for_inference()
@@ -397,6 +401,11 @@ class Segmenter:
         See :func:`recvos.inference.online.finetune` for the options. The weights are restored when the next
         ``propagate`` of this state ends, by :meth:`restore_weights`, or by the next ``init_state``.
         """
+        if self.model.inference_only:
+            raise RecvosError(
+                f"online learning trains the model, and {self.model.name} here is inference-only "
+                "(optimised, or run by ONNX Runtime); use the PyTorch runtime"
+            )
         t0 = time.perf_counter()
         samples = self._annotated_frames(state)
         if self._pristine is None:
@@ -526,6 +535,9 @@ def load_model(
     kind: str = "one-shot",
     threads: int | None = None,
     max_size: int | None = 240,
+    runtime: str = "torch",
+    onnx: str | os.PathLike | None = None,
+    onnx_size: tuple[int, int] = (240, 427),
     **options: Any,
 ) -> Segmenter:
     """A :class:`Segmenter` for the shipped default (``None``; ``kind`` "one-shot" or "zero-shot"), a
@@ -533,12 +545,36 @@ def load_model(
 
     ``options`` go to :class:`Segmenter` (``objectness_threshold``, ``min_area``, ``mask_threshold``) or,
     for a model name, to ``build_model``. ``threads`` sets torch's CPU threads (default: torch's choice).
+    ``runtime="onnxruntime"`` runs the model with ONNX Runtime (CPU): the ``onnx`` file written by
+    ``recvos export --onnx`` (checked against the model when ``name_or_path`` is given too), or else the
+    model exported now for frames of ``onnx_size`` (h, w; the processing size of the videos to segment).
     """
     from recvos.models.loading import resolve_model
 
+    if runtime not in RUNTIMES:
+        raise RecvosError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
     seg_keys = {"objectness_threshold", "min_area", "mask_threshold"}
     seg_kw = {k: options.pop(k) for k in list(options) if k in seg_keys}
     device = resolve_device(device)
     if threads:
         torch.set_num_threads(int(threads))
-    return Segmenter(resolve_model(name_or_path, kind=kind, **options), device, max_size=max_size, **seg_kw)
+    if runtime == "torch":
+        if onnx is not None:
+            raise RecvosError(f"{onnx}: an ONNX file runs with runtime='onnxruntime' (--runtime onnxruntime)")
+        return Segmenter(
+            resolve_model(name_or_path, kind=kind, **options), device, max_size=max_size, **seg_kw
+        )
+    from recvos.inference.onnx import OnnxModel, require_onnx
+
+    require_onnx("onnxruntime", "onnx")
+    if device.type != "cpu":
+        raise RecvosError(f"the onnxruntime runtime runs on the CPU (got device {device}); use --device cpu")
+    if onnx is None:
+        model = OnnxModel.from_model(resolve_model(name_or_path, kind=kind, **options), onnx_size, threads)
+    else:
+        model = OnnxModel(onnx, threads)
+        if name_or_path is not None:
+            model.check_exported_from(
+                resolve_model(name_or_path, kind=kind, **options), os.fspath(name_or_path)
+            )
+    return Segmenter(model, device, max_size=max_size, **seg_kw)

@@ -23,7 +23,7 @@ what the model gets back as its previous masks (the ground truth, a user's promp
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,7 @@ __all__ = [
     "ClipOutput",
     "MODES",
     "fuse_conv_bn_",
+    "scan_objects",
 ]
 
 MODES = ("one-shot", "zero-shot")
@@ -185,6 +186,30 @@ class RecurrentVOS(nn.Module):
         if mode and self.inference_only:
             raise RuntimeError(f"{self.name} was optimized for inference and cannot be trained")
         return super().train(mode)
+
+
+def scan_objects(
+    fn: Callable[[list[torch.Tensor], list[torch.Tensor]], tuple[list[torch.Tensor], list[torch.Tensor]]],
+    carry: list[torch.Tensor],
+    xs: list[torch.Tensor],
+    length: int,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Run ``fn(carry, x) -> (carry, y)`` over ``length`` object slots, one after the other: xs are
+    [O, ...] (slot first), the result is the last carry and the ys stacked [O, ...]. Eagerly a Python loop;
+    under ``torch.export`` a ``scan`` (an ONNX ``Scan``), so an exported step takes any number of objects."""
+    if torch.compiler.is_exporting():
+        from torch._higher_order_ops.scan import scan
+
+        def unaliased(c: list[torch.Tensor], x: list[torch.Tensor] | None) -> tuple[list[torch.Tensor], ...]:
+            c, y = fn(c, x or [])  # scan passes None without xs, and refuses outputs that alias the carry
+            return c, [t.clone() for t in y]
+
+        return scan(unaliased, carry, xs) if xs else scan(unaliased, carry, xs, length=length)
+    ys: list[list[torch.Tensor]] = []
+    for i in range(length):
+        carry, y = fn(carry, [x[i] for x in xs])
+        ys.append(y)
+    return carry, [torch.stack(parts) for parts in zip(*ys, strict=True)]
 
 
 def fuse_conv_bn_(module: nn.Module) -> int:

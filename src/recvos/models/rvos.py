@@ -57,7 +57,7 @@ from torch import nn
 
 from recvos.errors import RecvosError
 from recvos.models.backbones import DEFAULT_BACKBONE, build_backbone
-from recvos.models.base import MODES, RecurrentVOS, StepOutput
+from recvos.models.base import MODES, RecurrentVOS, StepOutput, scan_objects
 from recvos.models.convlstm import ConvLSTMCell
 from recvos.models.state import RecurrentState
 
@@ -393,18 +393,9 @@ class RVOS(RecurrentVOS):
             hs = [h.unflatten(0, (B, nobj)) for h in hs]
             cs = [c.unflatten(0, (B, nobj)) for c in cs]
         else:
-            per_slot_h, per_slot_c = [], []
-            spatial = [cell.init_state(frame, B, *hw) for cell, hw in zip(self.cells, sizes, strict=True)]
-            for i in range(nobj):
-                extras = [(t[:, i],) if self.variant == "ST" else () for t in state.hidden]
-                h_i, c_i = self._decode(
-                    shared, sizes, [None if m is None else m[:, i] for m in masks], spatial, extras
-                )
-                spatial = list(zip(h_i, c_i, strict=True))
-                per_slot_h.append(h_i)
-                per_slot_c.append(c_i)
-            hs = [torch.stack([s[level] for s in per_slot_h], 1) for level in range(4)]
-            cs = [torch.stack([s[level] for s in per_slot_c], 1) for level in range(4)]
+            hs, cs = self._decode_slots(shared, sizes, masks, state, frame)
+            hs = [h.movedim(0, 1) for h in hs]
+            cs = [c.movedim(0, 1) for c in cs]
 
         logits = self.mask_head(hs[-1].flatten(0, 1))  # [N, 1, H/4, W/4]
         logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False).view(B, nobj, H, W)
@@ -436,6 +427,39 @@ class RVOS(RecurrentVOS):
             hs.append(h)
             cs.append(c)
         return hs, cs
+
+    def _decode_slots(
+        self,
+        shared: list[torch.Tensor],
+        sizes: list[tuple[int, int]],
+        masks: list[torch.Tensor | None],
+        state: RVOSState,
+        frame: torch.Tensor,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Spatial recurrence (S, ST): the slots one after the other, slot i's ConvLSTM state starting from
+        slot i-1's (ST: slot i's previous-frame hidden state is an extra input). masks [B, O, C, H_l, W_l]
+        per level (or None) -> per-level h and c [O, B, C_l, H_l, W_l]."""
+        B = frame.shape[0]
+        given = [level for level, m in enumerate(masks) if m is not None]
+        xs = [masks[level].movedim(1, 0) for level in given]
+        if self.variant == "ST":
+            xs += [h.movedim(1, 0) for h in state.hidden]
+
+        def slot(
+            carry: list[torch.Tensor], x: list[torch.Tensor]
+        ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+            slot_masks: list[torch.Tensor | None] = [None] * 4
+            for level, m in zip(given, x, strict=False):
+                slot_masks[level] = m
+            extras = [(h,) for h in x[len(given) :]] if self.variant == "ST" else [()] * 4
+            hs, cs = self._decode(
+                shared, sizes, slot_masks, list(zip(carry[:4], carry[4:], strict=True)), extras
+            )
+            return [*hs, *cs], [*hs, *cs]
+
+        spatial = [cell.init_state(frame, B, *hw) for cell, hw in zip(self.cells, sizes, strict=True)]
+        _, ys = scan_objects(slot, [h for h, _ in spatial] + [c for _, c in spatial], xs, state.num_objects)
+        return ys[:4], ys[4:]
 
     def _objectness(self, hs: list[torch.Tensor], B: int, nobj: int, ref: torch.Tensor) -> torch.Tensor:
         """Objectness [B, O]: ones in one-shot mode, else max-pooled hidden states of all levels -> FC -> sigmoid."""

@@ -55,6 +55,30 @@ class RecurrentState:
         """The same state with ``fn`` applied to every tensor (e.g. ``lambda t: t.to("cuda")``)."""
         return self._rebuild(self.num_objects, fn)
 
+    def named_tensors(self) -> dict[str, torch.Tensor]:
+        """The state's tensors by name, in field order (a list field ``hidden`` gives ``hidden.0``,
+        ``hidden.1``, ...; None fields are left out): the explicit inputs/outputs of an exported step."""
+        out: dict[str, torch.Tensor] = {}
+        for name in self._tensor_fields():
+            value = getattr(self, name)
+            if isinstance(value, torch.Tensor):
+                out[name] = value
+            elif isinstance(value, (list, tuple)):
+                out.update({f"{name}.{i}": t for i, t in enumerate(value)})
+        return out
+
+    @classmethod
+    def from_named_tensors(cls, num_objects: int, tensors: dict[str, torch.Tensor]) -> Any:
+        """The inverse of :meth:`named_tensors` (fields not named stay at their default)."""
+        values: dict[str, Any] = {}
+        for key, t in tensors.items():
+            name, _, index = key.partition(".")
+            if index:
+                values.setdefault(name, []).append(t)
+            else:
+                values[name] = t
+        return cls(num_objects=num_objects, **values)
+
     def detach(self) -> Any:
         """Cut the autograd graph (truncated back-propagation through time)."""
         return self.map_tensors(torch.Tensor.detach)

@@ -1,0 +1,215 @@
+"""PyTorch eager, PyTorch optimised, ONNX Runtime fp32 and ONNX Runtime dynamic int8, side by side in one run.
+
+The shipped one-shot default (or ``--model``) is exported once (``recvos.inference.onnx.export_onnx``, for
+240x427 frames) and quantised with ``onnxruntime.quantization.quantize_dynamic`` (int8 weights, activations
+quantised at run time). For each runtime:
+
+- **speed**: ms/frame of the model's own loop (``unroll``: init_state + one step per frame) on the first
+  ``--frames`` frames of DAVIS bear (decoded and resized to 240x427 beforehand) with 1 and 3 objects (the
+  bear's mask and two boxes), best of two rounds (the runtimes in turn) after a warm-up, at ``--threads`` threads;
+- **accuracy**: DAVIS-2016 val with the Segmenter (PromptFeed, same pre/post-processing for every runtime),
+  scored at 480p by ``recvos.evaluation`` (official protocol); the per-frame IoU of each runtime's masks
+  against ONNX Runtime fp32 (int8 counts only if its mean IoU against fp32 is at least 0.97).
+
+Usage::
+
+    .venv/bin/python benchmarks/onnx_runtime.py --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+# as the CLI does (recvos.cli.main), before torch starts OpenMP: spinning threads collapse on a shared CPU
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from _common import cpu_name, write_section  # noqa: E402  (benchmarks/ is on sys.path)
+
+from recvos.models.feed import FirstFrameFeed  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+SIZE = (240, 427)
+#: int8 counts only if its masks keep this mean IoU against fp32 on DAVIS-2016 val
+INT8_MIN_IOU = 0.97
+
+
+def ms_per_frame(
+    models: dict[str, object], frames: list[torch.Tensor], first: torch.Tensor
+) -> dict[str, float]:
+    """ms/frame of each model's ``unroll`` over pre-decoded frames: a 5-frame warm-up each, then two timed
+    rounds over all models in turn (so a change of the machine's load hits them alike); the best of two."""
+    best = dict.fromkeys(models, float("inf"))
+    with torch.inference_mode():
+        for model in models.values():
+            for _ in model.unroll(frames[:5], FirstFrameFeed(first)):
+                pass
+        for _ in range(2):
+            for name, model in models.items():
+                t0 = time.perf_counter()
+                for _ in model.unroll(frames, FirstFrameFeed(first)):
+                    pass
+                best[name] = min(best[name], 1000 * (time.perf_counter() - t0) / len(frames))
+    return best
+
+
+def quantize_pair(src: Path, dst: Path) -> None:
+    """Dynamic int8 copies of an exported step graph and its init graph (metadata kept)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from recvos.inference.onnx import init_path
+
+    for a, b in ((src, dst), (init_path(src), init_path(dst))):
+        quantize_dynamic(str(a), str(b), weight_type=QuantType.QInt8)
+
+
+def davis_masks(seg, seqs) -> tuple[dict[str, np.ndarray], float]:
+    """The Segmenter's id maps [T, H, W] per sequence (objects prompted on frame 0) and ms/frame overall."""
+    from recvos.inference.dataset import open_sequence
+
+    preds, frames = {}, 0
+    t0 = time.perf_counter()
+    for seq in seqs:
+        state = open_sequence(seg, seq)
+        preds[seq.name] = np.stack([ids for _, _, ids in seg.propagate(state)])
+        frames += len(preds[seq.name])
+    return preds, 1000 * (time.perf_counter() - t0) / frames
+
+
+def iou_per_frame(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> np.ndarray:
+    """IoU of the foreground (any object) of two predictions, per frame (1 where both are empty)."""
+    out = []
+    for name in a:
+        x, y = a[name] > 0, b[name] > 0
+        inter = (x & y).reshape(len(x), -1).sum(1)
+        union = (x | y).reshape(len(x), -1).sum(1)
+        out.append(np.where(union == 0, 1.0, inter / np.maximum(union, 1)))
+    return np.concatenate(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from recvos.data.datasets import open_dataset
+    from recvos.data.frames import open_frames
+    from recvos.data.masks import read_mask
+    from recvos.evaluation.protocols import evaluate_arrays
+    from recvos.inference.inputs import frame_to_tensor, resize_binary
+    from recvos.inference.onnx import OnnxModel, export_onnx
+    from recvos.inference.segmenter import Segmenter
+    from recvos.models.loading import resolve_model
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None, help="checkpoint (default: the shipped one-shot weights)")
+    p.add_argument("--video", type=Path, default=SHARED / "videos" / "cotracker_bear.mp4")
+    p.add_argument(
+        "--mask", type=Path, default=SHARED / "davis2016" / "Annotations" / "480p" / "bear" / "00000.png"
+    )
+    p.add_argument("--davis", type=Path, default=SHARED / "davis2016")
+    p.add_argument("--frames", type=int, default=40, help="frames of the speed runs")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--limit", type=int, default=0, help="only the first N val sequences (smoke)")
+    p.add_argument("--write", action="store_true", help="write the section of BENCHMARKS.md")
+    args = p.parse_args(argv)
+    if not args.video.is_file() or not args.mask.is_file() or not args.davis.is_dir():
+        print(f"missing {args.video}, {args.mask} or {args.davis}", file=sys.stderr)
+        return 1
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
+    t_all = time.perf_counter()
+
+    model = resolve_model(args.model)
+    tmp = Path(tempfile.mkdtemp(prefix="recvos-onnx-bench-"))
+    try:
+        t0 = time.perf_counter()
+        export_onnx(model, tmp / "fp32.onnx", size=SIZE)
+        export_s = time.perf_counter() - t0
+        quantize_pair(tmp / "fp32.onnx", tmp / "int8.onnx")
+        sizes_mb = {k: (tmp / f"{k}.onnx").stat().st_size / 1e6 for k in ("fp32", "int8")}
+        runners = {
+            "PyTorch eager": Segmenter(model, optimize=False),
+            "PyTorch optimised (default)": Segmenter(model),
+            "ONNX Runtime fp32": Segmenter(OnnxModel(tmp / "fp32.onnx", args.threads)),
+            "ONNX Runtime int8 (dynamic)": Segmenter(OnnxModel(tmp / "int8.onnx", args.threads)),
+        }
+
+        with open_frames(args.video) as src:
+            frames = [
+                frame_to_tensor(f, SIZE, torch.device("cpu"))
+                for _, f in zip(range(args.frames), src, strict=False)
+            ]
+        bear = torch.from_numpy(resize_binary(read_mask(args.mask) > 0, SIZE)).float()
+        boxes = torch.zeros(2, *SIZE)
+        boxes[0, 20:100, 20:150] = 1
+        boxes[1, 120:220, 250:400] = 1
+        firsts = {1: bear[None, None], 3: torch.cat([bear[None], boxes])[None]}
+        models = {name: seg._runner() for name, seg in runners.items()}
+        by_count = {n: ms_per_frame(models, frames, first) for n, first in firsts.items()}
+        speed = {name: {n: by_count[n][name] for n in firsts} for name in runners}
+        print(speed, file=sys.stderr, flush=True)
+
+        ds = open_dataset("davis2016", args.davis, "val")
+        seqs = [ds[i] for i in range(len(ds))][: args.limit or None]
+        gts = {s.name: np.stack([s.load_mask(i) for i in range(len(s.frame_paths))]) for s in seqs}
+        results = {}
+        for name, seg in runners.items():
+            preds, ms = davis_masks(seg, seqs)
+            j = evaluate_arrays(gts, preds).global_metrics["J-Mean"]
+            results[name] = {"preds": preds, "J": j, "ms": ms}
+            print(name, f"J {j:.4f}, {ms:.1f} ms/frame end to end", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    reference = results["ONNX Runtime fp32"]["preds"]
+    rows = []
+    for name, r in results.items():
+        ious = iou_per_frame(reference, r["preds"])
+        r["iou"] = (float(ious.mean()), float(ious.min()))
+        rows.append(
+            f"| {name} | {speed[name][1]:.1f} | {speed[name][3]:.1f} | {r['ms']:.1f} | {r['J']:.4f} | "
+            f"{r['iou'][0]:.4f} / {r['iou'][1]:.3f} |"
+        )
+    int8_iou = results["ONNX Runtime int8 (dynamic)"]["iou"][0]
+    verdict = f"int8 keeps a mean IoU of {int8_iou:.4f} against fp32 (threshold {INT8_MIN_IOU}): " + (
+        "it counts." if int8_iou >= INT8_MIN_IOU else "it does **not** count."
+    )
+    n_frames = sum(len(v) for v in reference.values())
+    table = (
+        "| runtime | ms/frame, 1 object | ms/frame, 3 objects | ms/frame end to end (DAVIS val) | "
+        "J-Mean (DAVIS-2016 val) | IoU vs ORT fp32 (mean / min frame) |\n|---|---|---|---|---|---|\n"
+        + "\n".join(rows)
+    )
+    print(table)
+    print(verdict)
+    if args.write:
+        cmd = "python benchmarks/onnx_runtime.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        machine = (
+            f"{cpu_name()}, {os.cpu_count()} cores, {args.threads} threads, torch {torch.__version__}, "
+            f"onnxruntime {__import__('onnxruntime').__version__}, Python {platform.python_version()}"
+        )
+        body = (
+            f"## ONNX Runtime vs PyTorch ({date.today().isoformat()})\n\n"
+            f"Command: `{cmd}` — machine: {machine}; load average {load_before:.1f} before the run "
+            f"(the CPU was shared), {time.perf_counter() - t_all:.0f} s in all.\n\n"
+            f"Model: {args.model or 'the shipped one-shot default'} (RVOS-ST, reference + 3-frame memory), "
+            f"exported for {SIZE[1]}x{SIZE[0]} frames in {export_s:.0f} s (files: fp32 {sizes_mb['fp32']:.1f} MB, "
+            f"int8 {sizes_mb['int8']:.1f} MB, step graph). Speed: the model's loop (unroll) over the first "
+            f"{len(frames)} frames of bear at {SIZE[1]}x{SIZE[0]}, pre-decoded, best of two rounds taking the runtimes in turn. End to end "
+            f"and J: the Segmenter on DAVIS-2016 val ({len(seqs)} sequences, {n_frames} frames, every frame), "
+            "480p masks, official protocol (recvos.evaluation). IoU: foreground of each frame against "
+            f"ONNX Runtime fp32.\n\n{table}\n\n{verdict}\n"
+        )
+        write_section("onnx_runtime", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
