@@ -27,7 +27,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quality",
         action="store_true",
-        help=f"process at a shorter side of {QUALITY_SIZE} (sharper boundaries, about 5x slower; "
+        help=f"process at a shorter side of {QUALITY_SIZE} (sharper boundaries, about 4.5x slower; "
         "BENCHMARKS.md, Processing resolution)",
     )
     p.add_argument(
