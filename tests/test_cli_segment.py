@@ -203,3 +203,25 @@ def test_segment_from_a_box_and_clicks(tmp_path, video, ckpt):
     assert run(path, "--points", f"{cx},{cy},+", "--box", box, "-o", tmp_path / "both", "--model", ckpt) == 0
     assert run(path, "--box", "10,10,10,40", "-o", tmp_path / "bad", "--model", ckpt) == 2  # zero-area box
     assert run(path, "--box", box, "--mask", gt / "00000.png", "-o", tmp_path / "two", "--model", ckpt) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_real_mp4_from_a_box_with_the_shipped_models(tmp_path, shared_data):
+    """The README's promise: `recvos segment video.mp4 --box ...` on a real mp4 with the shipped prompt head
+    and one-shot default (bear; IoU of the box's mask and J over the video against the DAVIS annotation)."""
+    from recvos.evaluation.metrics import jaccard
+
+    video = shared_data / "videos" / "cotracker_bear.mp4"
+    gt_dir = shared_data / "davis2016" / "Annotations" / "480p" / "bear"
+    if not video.is_file() or not gt_dir.is_dir():
+        pytest.skip("cotracker_bear.mp4 or the bear annotations are missing")
+    ys, xs = np.nonzero(read_mask(gt_dir / "00000.png") > 0)
+    box = f"{xs.min()},{ys.min()},{xs.max() + 1},{ys.max() + 1}"
+    out = tmp_path / "out"
+    assert run(video, "--box", box, "-o", out) == 0
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 82
+    gt = np.stack([read_mask(gt_dir / p.name) > 0 for p in pngs])
+    j = jaccard(gt, np.stack([read_mask(p) > 0 for p in pngs]))
+    assert j[0] > 0.85 and j[1:-1].mean() > 0.85, (j[0], j[1:-1].mean())
