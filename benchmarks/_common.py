@@ -5,6 +5,9 @@ from __future__ import annotations
 import fcntl
 import platform
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "BENCHMARKS.md"
@@ -43,3 +46,43 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
         tmp = path.with_suffix(".md.tmp")
         tmp.write_text(text)
         tmp.replace(path)
+
+
+#: the DAVIS-2016 training videos held out from every training run (model selection, composite checks)
+HOLDOUT = ["bmx-bumps", "dance-jump", "drift-turn", "mallard-fly", "stroller"]
+
+
+def held_out_composites(
+    root: str,
+    frames: int,
+    seed: int,
+    donors: tuple[int, ...],
+    size: tuple[int, int] = (240, 427),
+    **paste: Any,
+) -> list[tuple[str, list[str], tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """Each held-out video with objects of other held-out videos pasted in: (name, donor names, (frames,
+    ids, annotated)) at ``size``, first ``frames`` frames. ``donors``: offsets in :data:`HOLDOUT` of the
+    videos whose object is pasted (an offset twice: two copies); ``paste``: options of ``paste_objects``.
+    Seeded per video (``seed + i``), so every model sees the same clips."""
+    from recvos.data.clips import load_window
+    from recvos.data.composite import paste_objects
+    from recvos.data.datasets import open_dataset
+    from recvos.data.masks import VOID_ID
+    from recvos.data.transforms import resize_clip
+
+    videos = {v.name: v for v in open_dataset("davis2016", root, "train") if v.name in HOLDOUT}
+    out = []
+    for i, name in enumerate(HOLDOUT):
+        base = videos[name]
+        donor_videos = [videos[HOLDOUT[(i + k) % len(HOLDOUT)]] for k in donors]
+        n = min([frames, len(base.frame_paths)] + [len(d.frame_paths) for d in donor_videos])
+        windows = []
+        for v in [base, *donor_videos]:
+            f, ids, ann = load_window(v, list(range(n)))
+            f, ids = resize_clip(f, ids, size)
+            windows.append((f, ids, ann))
+        rng = np.random.default_rng(seed + i)
+        f, ids, ann = paste_objects(*windows[0], windows[1:], rng, **paste)
+        ids[ids == VOID_ID] = 0
+        out.append((name, [d.name for d in donor_videos], (f, ids, ann)))
+    return out

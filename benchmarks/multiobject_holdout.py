@@ -15,39 +15,20 @@ import sys
 
 import numpy as np
 import torch
-from _common import write_section  # noqa: E402  (benchmarks/ is on sys.path)
+from _common import held_out_composites, write_section  # noqa: E402  (benchmarks/ is on sys.path)
 
-from recvos.data.clips import ArrayVideo, load_window
-from recvos.data.composite import paste_objects
-from recvos.data.datasets import open_dataset
-from recvos.data.masks import VOID_ID
-from recvos.data.transforms import resize_clip
+from recvos.data.clips import ArrayVideo
 from recvos.evaluation.protocols import evaluate_arrays
 from recvos.inference.dataset import open_sequence
 from recvos.inference.segmenter import load_model
 
-HOLDOUT = ["bmx-bumps", "dance-jump", "drift-turn", "mallard-fly", "stroller"]
-
 
 def composites(root: str, frames: int, size: tuple[int, int], seed: int):
-    ds = open_dataset("davis2016", root, "train")
-    videos = {v.name: v for v in ds if v.name in HOLDOUT}
-    out = {}
-    for i, name in enumerate(HOLDOUT):
-        donor = videos[HOLDOUT[(i + 1) % len(HOLDOUT)]]
-        base = videos[name]
-        n = min(frames, len(base.frame_paths), len(donor.frame_paths))
-        f, ids, ann = load_window(base, list(range(n)))
-        df, dids, dann = load_window(donor, list(range(n)))
-        f, ids = resize_clip(f, ids, size)
-        df, dids = resize_clip(df, dids, size)
-        rng = np.random.default_rng(seed + i)
-        f, ids, ann = paste_objects(
-            f, ids, ann, [(df, dids, dann)], rng, scale=(0.5, 0.8), max_offset=0.3, hflip=0.5
-        )
-        ids[ids == VOID_ID] = 0
-        out[f"{name}+{donor.name}"] = (f, ids, ann)
-    return out
+    """One object of the next held-out video pasted into each held-out video."""
+    clips = held_out_composites(
+        root, frames, seed, donors=(1,), size=size, scale=(0.5, 0.8), max_offset=0.3, hflip=0.5
+    )
+    return {f"{name}+{donors[0]}": clip for name, donors, clip in clips}
 
 
 def main(argv: list[str] | None = None) -> int:

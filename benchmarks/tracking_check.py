@@ -22,39 +22,23 @@ import time
 import cv2
 import numpy as np
 import torch
-from _common import cpu_name, write_section  # noqa: E402  (benchmarks/ is on sys.path)
+from _common import cpu_name, held_out_composites, write_section  # noqa: E402  (benchmarks/ is on sys.path)
 
-from recvos.data.clips import ArrayVideo, load_window
-from recvos.data.composite import paste_objects
-from recvos.data.datasets import open_dataset
-from recvos.data.masks import VOID_ID, first_appearance, object_ids
-from recvos.data.transforms import resize_clip
+from recvos.data.clips import ArrayVideo
+from recvos.data.masks import first_appearance, object_ids
 from recvos.evaluation.protocols import evaluate_arrays
 from recvos.inference.dataset import open_sequence
 from recvos.inference.segmenter import load_model
 
-HOLDOUT = ["bmx-bumps", "dance-jump", "drift-turn", "mallard-fly", "stroller"]
 SIZE = (240, 427)
 
 
 def build_clips(root: str, frames: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    ds = open_dataset("davis2016", root, "train")
-    videos = {v.name: v for v in ds if v.name in HOLDOUT}
+    """Two small objects of the next two held-out videos, and an unlabelled second copy of the first one."""
     out = {}
-    for i, name in enumerate(HOLDOUT):
-        base = videos[name]
-        donors = [videos[HOLDOUT[(i + k) % len(HOLDOUT)]] for k in (1, 2)]
-        n = min([frames, len(base.frame_paths)] + [len(d.frame_paths) for d in donors])
-        f, ids, ann = load_window(base, list(range(n)))
-        f, ids = resize_clip(f, ids, SIZE)
-        windows = []
-        for d in [*donors, donors[0]]:  # the last one: a second copy of the first donor's object
-            df, dids, dann = load_window(d, list(range(n)))
-            df, dids = resize_clip(df, dids, SIZE)
-            windows.append((df, dids, dann))
-        rng = np.random.default_rng(seed + i)
-        f, ids, ann = paste_objects(f, ids, ann, windows, rng, scale=(0.15, 0.4), max_offset=0.4)
-        ids[ids == VOID_ID] = 0
+    for name, _, (f, ids, _) in held_out_composites(
+        root, frames, seed, donors=(1, 2, 1), scale=(0.15, 0.4), max_offset=0.4
+    ):
         ids[ids == ids.max()] = 0  # the copy pasted last is an unlabelled distractor
         out[f"{name}+2+distractor"] = (f, ids)
     return out
