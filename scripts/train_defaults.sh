@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the shipped default models from scratch (see BENCHMARKS.md for the wall times on a 2-core CPU):
-#   scripts/train_defaults.sh            # both defaults, then export them into src/recvos/weights/
+#   scripts/train_defaults.sh            # both defaults and the prompt head, exported into src/recvos/weights/
 # Needs ../shared/data/davis2016 (or edit data.root / val.root in the presets) and the installed package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,3 +22,9 @@ python -m recvos.training.export runs/default_oneshot_mem/checkpoints/best.pt --
     --preset configs/default_oneshot_mem.yaml --data "$DATA"
 python -m recvos.training.export runs/default_zeroshot_ft/checkpoints/best.pt --kind zero-shot \
     --preset configs/default_zeroshot_ft.yaml --data "$DATA"
+
+# the prompt head, on the backbone of the one-shot default just exported (read from src/recvos/weights/)
+$RECVOS train --config configs/prompt_head.yaml --out runs/prompt_head
+python -m recvos.training.export runs/prompt_head/checkpoints/best.pt --kind interactive \
+    --preset configs/prompt_head.yaml \
+    --data "single frames of the same 25 videos, pseudo stills from the DAVIS-2017 test-dev first frames, synthetic shapes"
