@@ -195,3 +195,12 @@ def test_quality_is_the_larger_processing_size():
         args = p.parse_args(argv)
         check_model_options(args)
         assert args.max_size == size
+
+
+def test_backbone_digest_is_of_values_not_of_the_sign_of_zero():
+    from recvos.models.prompt_head import tensor_digest
+
+    a = {"w": torch.tensor([0.0, 1.5]), "n": torch.tensor(3)}
+    b = {"w": torch.tensor([-0.0, 1.5]), "n": torch.tensor(3)}
+    assert tensor_digest(a) == tensor_digest(b)
+    assert tensor_digest(a) != tensor_digest({"w": torch.tensor([0.0, 1.25]), "n": torch.tensor(3)})

@@ -184,12 +184,15 @@ class PromptHead(nn.Module):
 
 
 def tensor_digest(state_dict: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of a state dict's names and tensor bytes: the backbone a head was trained on (a retrained VOS
-    default whose backbone stayed frozen keeps it)."""
+    """SHA-256 of a state dict's names and values (floats as fp32): the backbone a head was trained on (a
+    retrained VOS default whose backbone stayed frozen keeps it)."""
     h = hashlib.sha256()
     for key in sorted(state_dict):
+        t = state_dict[key].detach().cpu()
+        if t.is_floating_point():
+            t = t.float() + 0.0  # -0.0 -> +0.0: equal values, equal digest (training flips signs of zeros)
         h.update(key.encode())
-        h.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
+        h.update(t.contiguous().numpy().tobytes())
     return h.hexdigest()
 
 
