@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         body = (
             f"## ONNX Runtime vs PyTorch ({date.today().isoformat()})\n\n"
             f"Command: `{cmd}` — machine: {machine}; load average {load_before:.1f} before the run "
-            f"(the CPU was shared), {time.perf_counter() - t_all:.0f} s in all.\n\n"
+            f"({'the CPU was shared' if load_before > 1.5 else 'a quiet CPU'}), "
+            f"{time.perf_counter() - t_all:.0f} s in all.\n\n"
             f"Model: {args.model or 'the shipped one-shot default'} (RVOS-ST, reference + 3-frame memory), "
             f"exported for {SIZE[1]}x{SIZE[0]} frames in {export_s:.0f} s (files: fp32 {sizes_mb['fp32']:.1f} MB, "
             f"int8 {sizes_mb['int8']:.1f} MB, step graph). Speed: the model's loop (unroll) over the first "
