@@ -13,11 +13,11 @@ import torch
 from recvos.errors import RecvosError
 from recvos.models.factory import build_model
 from recvos.models.loading import load_checkpoint, save_model
-from recvos.prompts import mask_from_prompts, validate_prompts
+from recvos.prompts import mask_from_prompts, tight_box, validate_prompts
 from recvos.prompts.learned import prompt_maps
 from recvos.training.checkpoint import CheckpointManager
 from recvos.training.config import PromptTrainConfig, load_config
-from recvos.training.prompt_task import PromptTrainer, start_session, tight_box
+from recvos.training.prompt_task import PromptTrainer, start_session
 from recvos.training.trainer import Trainer, trainer_class
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -16,6 +16,7 @@ from recvos.prompts import (
     parse_box,
     parse_points,
     run_clicks,
+    tight_box,
     validate_prompts,
 )
 
@@ -34,15 +35,10 @@ def disc_scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return frame, gt
 
 
-def bbox(gt: np.ndarray) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(gt)
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-
-
 # ------------------------------------------------------------------------------------------------ grabcut
 def test_grabcut_box_recovers_a_textured_disc():
     frame, gt = disc_scene()
-    pred = mask_from_prompts(frame, box=bbox(gt), method="grabcut")
+    pred = mask_from_prompts(frame, box=tight_box(gt), method="grabcut")
     assert pred.dtype == bool and pred.shape == (H, W)
     assert iou(pred, gt) > 0.8
 
@@ -62,7 +58,7 @@ def test_grabcut_is_deterministic_and_processes_large_frames_downscaled():
     frame, gt = disc_scene(2)
     big = np.repeat(np.repeat(frame, 3, 0), 3, 1)  # 360x480 > max_size: processed at a shorter side of 160
     gt_big = np.repeat(np.repeat(gt, 3, 0), 3, 1)
-    box = tuple(3 * v for v in bbox(gt))
+    box = tuple(3 * v for v in tight_box(gt))
     a = mask_from_prompts(big, box=box, method="grabcut")
     b = mask_from_prompts(big, box=box, method="grabcut")
     assert a.shape == gt_big.shape and np.array_equal(a, b)
@@ -109,9 +105,9 @@ def test_bad_prompts_raise_one_line_errors(kwargs, words):
 def test_bad_frame_method_and_previous():
     frame, gt = disc_scene()
     with pytest.raises(RecvosError, match="uint8 RGB"):
-        mask_from_prompts(frame.astype(np.float32), box=bbox(gt))
+        mask_from_prompts(frame.astype(np.float32), box=tight_box(gt))
     with pytest.raises(RecvosError, match="not available; use one of: grabcut, learned"):
-        mask_from_prompts(frame, box=bbox(gt), method="sam")
+        mask_from_prompts(frame, box=tight_box(gt), method="sam")
     with pytest.raises(RecvosError, match="previous"):
         mask_from_prompts(frame, points=[(80, 60)], previous=np.zeros((3, 3), bool))
 

@@ -81,13 +81,12 @@ def test_shipped_prompt_head_segments_a_real_frame_from_a_box_and_a_click(davis2
     box, and from one click at its most interior point, much better than GrabCut does from the box."""
     from recvos.data.datasets import open_dataset
     from recvos.inference.inputs import resize_binary
-    from recvos.prompts import iou, mask_from_prompts, next_click
+    from recvos.prompts import iou, mask_from_prompts, next_click, tight_box
 
     seq = open_dataset("davis2016", davis2016_root, "train")["mallard-fly"]
     frame = seq.load_frame(20)
     gt = resize_binary(seq.load_mask(20) > 0, frame.shape[:2])
-    ys, xs = np.nonzero(gt)
-    box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    box = tight_box(gt)
     learned = iou(mask_from_prompts(frame, box=box), gt)
     grabcut = iou(mask_from_prompts(frame, box=box, method="grabcut"), gt)
     y, x, _ = next_click(gt)

@@ -18,7 +18,6 @@ round fed the previous prediction): :mod:`recvos.training.prompt_task`.
 from __future__ import annotations
 
 import hashlib
-import logging
 from typing import Any
 
 import torch
@@ -27,8 +26,6 @@ from torch import nn
 
 from recvos.errors import RecvosError
 from recvos.models.backbones import DEFAULT_BACKBONE, build_backbone
-
-log = logging.getLogger(__name__)
 
 __all__ = ["PromptHead", "PROMPT_CHANNELS"]
 

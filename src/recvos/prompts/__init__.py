@@ -9,7 +9,15 @@ are the standard simulated clicker and metrics used by ``benchmarks/interactive_
 from __future__ import annotations
 
 from recvos.prompts.clicker import ClickRun, iou, mean_iou_at, next_click, noc, run_clicks
-from recvos.prompts.core import METHODS, Prompts, mask_from_prompts, parse_box, parse_points, validate_prompts
+from recvos.prompts.core import (
+    METHODS,
+    Prompts,
+    mask_from_prompts,
+    parse_box,
+    parse_points,
+    tight_box,
+    validate_prompts,
+)
 
 __all__ = [
     "METHODS",
@@ -23,5 +31,6 @@ __all__ = [
     "parse_box",
     "parse_points",
     "run_clicks",
+    "tight_box",
     "validate_prompts",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "keep_clicked",
     "parse_points",
     "scale_prompts",
+    "tight_box",
     "validate_prompts",
 ]
 
@@ -127,6 +128,12 @@ def scale_prompts(prompts: Prompts, s: float, size: tuple[int, int]) -> Prompts:
         [(xy(line), lab) for line, lab in prompts.scribbles],
         mask,
     )
+
+
+def tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1), exclusive ends, of a non-empty bool mask: the box a user would draw."""
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
 def keep_clicked(fg: np.ndarray, prompts: Prompts, largest: bool) -> np.ndarray:

@@ -24,18 +24,12 @@ import torch
 from recvos.inference.inputs import resize_binary
 from recvos.losses import bce_loss, soft_iou_loss
 from recvos.prompts.clicker import iou, mean_iou_at, next_click, run_clicks
-from recvos.prompts.core import Prompts, mask_from_prompts
+from recvos.prompts.core import Prompts, mask_from_prompts, tight_box
 from recvos.prompts.learned import prompt_maps
 from recvos.training.config import PromptTrainConfig
 from recvos.training.trainer import Trainer
 
-__all__ = ["PromptTrainer", "Session", "start_session", "tight_box"]
-
-
-def tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1), exclusive ends, of a non-empty bool mask."""
-    ys, xs = np.nonzero(mask)
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+__all__ = ["PromptTrainer", "Session", "start_session"]
 
 
 class Session:
