@@ -114,12 +114,13 @@ class PromptTrainer(Trainer):
         cfg, dev, pc = self.cfg, self.dist.device, self.cfg.prompts
         frames = batch["frames"][:, 0].to(dev, non_blocking=True)  # [B, 3, H, W]
         gts = (batch["masks"][:, 0, 0] > 0.5).numpy()  # [B, H, W], one object per clip
-        keep = [b for b in range(len(gts)) if gts[b].sum() >= 16]
+        batch_size = len(gts)
+        keep = [b for b in range(batch_size) if gts[b].sum() >= 16]
         # one draw of torch's (checkpointed) RNG seeds the sessions: a resumed run replays them
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,))))
         if not keep:
             zero = sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
-            empty = torch.zeros(len(gts), 1, 1, *gts.shape[1:])
+            empty = torch.zeros(batch_size, 1, 1, *gts.shape[1:])
             return zero, {"total": 0.0}, empty
         frames, gts = frames[keep], gts[keep]
         sessions = [start_session(g, pc, rng) for g in gts]
@@ -140,7 +141,11 @@ class PromptTrainer(Trainer):
         total = cfg.loss.bce * bce + cfg.loss.iou * siou
         terms = {"total": float(total.detach()), "bce": float(bce.detach()), "iou": float(siou.detach())}
         terms["rounds"] = float(rounds)
-        return total, terms, logits[:, None, None]
+        shown = logits.detach().new_zeros(
+            batch_size, *logits.shape[1:]
+        )  # the image log pairs sample b with b
+        shown[keep] = logits.detach()
+        return total, terms, shown[:, None, None]
 
     def _maps(self, sessions: list[Session]) -> torch.Tensor:
         return torch.from_numpy(np.stack([s.maps() for s in sessions])).to(self.dist.device)
