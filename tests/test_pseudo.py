@@ -64,3 +64,40 @@ def test_clip_dataset_pseudo_source_from_videos_and_extra_stills():
     item = ds[ClipKey(0, 4)]
     assert item["frames"].shape == (4, 3, 48, 64) and item["present"].any() and item["annotated"].all()
     assert len(ds.stills()) == 3
+
+
+def test_train_dataset_passes_the_configured_pseudo_options_and_extra_stills(tmp_path):
+    """data.pseudo (every, roots, ...) must reach the clip dataset: the extra roots' annotated frames become
+    stills next to every k-th frame of the training videos."""
+    from recvos.data.synthetic import write_synthetic_dataset
+    from recvos.training.config import load_config
+    from recvos.training.data import train_dataset
+
+    train_root = write_synthetic_dataset(
+        tmp_path / "train", num_videos=2, seed=1, num_frames=6, size=(32, 48)
+    )
+    extra_root = write_synthetic_dataset(
+        tmp_path / "extra", num_videos=3, seed=9, num_frames=2, size=(32, 48)
+    )
+    cfg = load_config(
+        None,
+        [
+            "data.kind=folder",
+            f"data.root={train_root}",
+            "data.split=null",
+            "data.size=[32, 48]",
+            "data.num_frames=3",
+            "data.max_objects=2",
+            "data.mix.real=0",
+            "data.mix.pseudo=1",
+            "data.pseudo.every=3",
+            "data.pseudo.max_pasted=1",
+            f"data.pseudo.roots=[{extra_root}]",
+        ],
+    )
+    ds = train_dataset(cfg)
+    assert ds.pseudo_opts.every == 3 and ds.pseudo_opts.max_pasted == 1
+    # 2 videos x frames {0, 3} + the 3 x 2 annotated frames of the extra root
+    assert len(ds.stills()) == 2 * 2 + 3 * 2
+    item = ds[ClipKey(0, 3)]
+    assert item["frames"].shape == (3, 3, 32, 48) and item["present"].any()
