@@ -1,18 +1,23 @@
-"""Training throughput (clips/s) of the recvos trainer on this machine, light and paper RVOS in one run.
+"""Training throughput (clips/s, clips per CPU hour) of the recvos trainer: image training against training
+from cached backbone features, side by side in one run.
 
-Each configuration runs the real training loop (``recvos.training.Trainer``: clip sampling + augmentation,
-forward unroll with teacher forcing, soft-IoU loss, backward, AdamW step) on synthetic clips at the DAVIS
-training size 240x427, T=5 frames, batch 2, one object per clip (DAVIS-2016), fp32 on CPU (AMP is CUDA-only).
-The first step (warm-up: allocations, oneDNN primitive creation) is dropped; reported are the median and the
-best per-step clips/s over the remaining steps (each step time includes loading its batch, data workers off);
-on a machine shared with other jobs the best step is the steadier figure.
-As a reference in the same run, the data pipeline alone (ClipDataset + augmentation) is timed too.
+Each configuration runs the real training loop (``recvos.training.Trainer``: clip sampling + augmentation or
+the feature cache, forward unroll with teacher forcing, soft-IoU loss, backward, AdamW step) on synthetic
+clips at the DAVIS training size 240x427, T=5, batch 2, one object per clip, on CPU. Rows:
+
+- the reference of issue 11 (1.3 clips/s): light RVOS-ST, backbone trained, no reference/memory, fp32;
+- today's one-shot default architecture (reference + memory 3, backbone frozen) from frames, fp32 and bf16;
+- the same from a feature cache (``data.feature_cache``: the frozen backbone's features of a pool of clips
+  rendered once at 240+32 x 427+32, crops at multiples of 32), fp32 and bf16 (CPU autocast).
+
+The first step (warm-up) is dropped; reported are the median and the best per-step clips/s (each step time
+includes loading its batch, data workers off). Building the cache is timed too (s per pool frame), so the
+table also gives clips per CPU hour of a whole run with the cache, its building included.
 
 Usage::
 
     .venv/bin/python benchmarks/train_throughput.py            # writes its section of BENCHMARKS.md
-    .venv/bin/python benchmarks/train_throughput.py --quick    # light model only, no file written
-    .venv/bin/python benchmarks/train_throughput.py --device cuda --amp bf16
+    .venv/bin/python benchmarks/train_throughput.py --quick    # reference and cached bf16 only, no file written
 """
 
 from __future__ import annotations
@@ -31,16 +36,34 @@ import torch
 from _common import cpu_name, write_section  # noqa: E402  (benchmarks/ is on sys.path)
 
 from recvos.training.config import load_config
+from recvos.training.data import train_dataset
 from recvos.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- train_throughput:start -->", "<!-- train_throughput:end -->"
 
-#: (label, model name, model options, measured steps after the warm-up step)
+LIGHT = {"backbone": "efficientnet_lite0"}
+#: today's one-shot default (configs/default_oneshot_pseudo.yaml), backbone frozen for the whole run
+DEFAULT = {
+    "backbone": "efficientnet_lite0",
+    "frozen_bn": "true",
+    "freeze_stages": 2,
+    "reference": "true",
+    "ref_dim": 64,
+    "memory": 3,
+    "mem_top_k": 20,
+}
+FROZEN = ["optim.freeze_backbone_steps=100000"]
+#: (label, model options, extra overrides, measured steps after the warm-up step, uses the cache)
 CONFIGS = [
-    ("rvos-st / efficientnet_lite0 (default light)", "rvos-st", {"backbone": "efficientnet_lite0"}, 6),
-    ("rvos-st / resnet101 (paper)", "rvos-st", {"backbone": "resnet101"}, 3),
+    ("reference: light RVOS-ST, backbone trained, fp32 (issue 11's 1.3 clips/s)", LIGHT, [], 6, False),
+    ("default architecture, backbone frozen, frames, fp32", DEFAULT, FROZEN, 6, False),
+    ("default architecture, backbone frozen, frames, bf16", DEFAULT, [*FROZEN, "train.amp=bf16"], 6, False),
+    ("default architecture, feature cache, fp32", DEFAULT, FROZEN, 8, True),
+    ("default architecture, feature cache, bf16", DEFAULT, [*FROZEN, "train.amp=bf16"], 8, True),
 ]
+#: the pool clips and frames of the cache in this benchmark (enough for the measured steps)
+POOL_CLIPS, POOL_FRAMES = 12, 7
 
 
 def base_overrides(args: argparse.Namespace, out: Path) -> list[str]:
@@ -51,7 +74,6 @@ def base_overrides(args: argparse.Namespace, out: Path) -> list[str]:
         "train.tensorboard=false",
         "val.every=0",
         f"train.device={args.device}",
-        f"train.amp={args.amp}",
         f"train.batch_size={args.batch}",
         "train.ckpt_every=100000",
         f"data.size=[{h}, {w}]",
@@ -73,32 +95,49 @@ def base_overrides(args: argparse.Namespace, out: Path) -> list[str]:
     ]
 
 
-def run_config(args, label: str, name: str, options: dict, steps: int) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "run"
-        opts = [f"model.options.{k}={v}" for k, v in options.items()]
-        cfg = load_config(
-            ROOT / "configs" / "smoke_synthetic.yaml",
-            [
-                *base_overrides(args, out),
-                f"model.name={name}",
-                "model.options={}",
-                "model.options.hidden_size=128",
-                "model.options.backbone_weights=null",
-                "model.options.mode=one-shot",
-                *opts,
-                f"train.steps={steps + 1}",
-            ],
-        )
+def run_config(
+    args, label: str, options: dict, extra: list[str], steps: int, cached: bool, tmp: Path
+) -> dict:
+    out = tmp / f"run{len(list(tmp.glob('run*')))}"
+    opts = [f"model.options.{k}={v}" for k, v in options.items()]
+    cache = [
+        f"data.feature_cache.dir={tmp / 'cache'}",
+        f"data.feature_cache.clips={POOL_CLIPS}",
+        f"data.feature_cache.frames={POOL_FRAMES}",
+    ]
+    cfg = load_config(
+        ROOT / "configs" / "smoke_synthetic.yaml",
+        [
+            *base_overrides(args, out),
+            "model.name=rvos-st",
+            "model.options={}",
+            "model.options.hidden_size=128",
+            "model.options.backbone_weights=null",
+            "model.options.mode=one-shot",
+            *opts,
+            *extra,
+            *(cache if cached else []),
+            f"train.steps={steps + 1}",
+        ],
+    )
+    build_s = None
+    if cached and not (tmp / "cache").exists():  # build once (timed), outside the measured steps
+        from recvos.models.factory import build_model
+        from recvos.training.feature_cache import prepare_feature_cache
+
+        torch.manual_seed(cfg.train.seed)
         t0 = time.perf_counter()
-        Trainer(cfg).fit()
-        wall = time.perf_counter() - t0
-        recs = [json.loads(x) for x in (out / "logs.jsonl").read_text().splitlines()]
+        prepare_feature_cache(cfg, build_model(cfg.model.name, **cfg.model.options))
+        build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    Trainer(cfg).fit()
+    wall = time.perf_counter() - t0
+    recs = [json.loads(x) for x in (out / "logs.jsonl").read_text().splitlines()]
     per_step = [r["clips_per_s"] for r in recs if "clips_per_s" in r][1:]
     from recvos.models.factory import build_model
     from recvos.models.state_dicts import count_parameters
 
-    params = count_parameters(build_model(name, **options))
+    params = count_parameters(build_model(cfg.model.name, **cfg.model.options))
     return {
         "label": label,
         "clips_per_s": statistics.median(per_step),
@@ -107,6 +146,7 @@ def run_config(args, label: str, name: str, options: dict, steps: int) -> dict:
         "steps": len(per_step),
         "wall_s": wall,
         "params_m": params / 1e6,
+        "build_s_per_frame": None if build_s is None else build_s / (POOL_CLIPS * POOL_FRAMES),
     }
 
 
@@ -114,7 +154,7 @@ def data_pipeline(args) -> float:
     """Clips/s of the data pipeline alone (same settings, synthetic source, augmentation on)."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(ROOT / "configs" / "smoke_synthetic.yaml", base_overrides(args, Path(tmp)))
-        ds = Trainer(cfg)._train_dataset()
+        ds = train_dataset(cfg)
         ds[0]  # builds the synthetic pool
         n = 8
         t0 = time.perf_counter()
@@ -129,55 +169,79 @@ def write_report(text: str) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="light model only, 2 measured steps, no file written")
+    p.add_argument(
+        "--quick", action="store_true", help="reference and cached bf16, 2 steps each, no file written"
+    )
     p.add_argument("--device", default="cpu")
-    p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--size", type=int, nargs=2, default=[240, 427])
     p.add_argument("--frames", type=int, default=5)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--objects", type=int, default=1)
+    p.add_argument(
+        "--run-clips", type=int, default=2400, help="clips of the whole run the cache cost is spread over"
+    )
+    p.add_argument("--pool-clips", type=int, default=600, help="pool clips of that run's cache")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    configs = CONFIGS[:1] if args.quick else CONFIGS
+    configs = [CONFIGS[0], CONFIGS[-1]] if args.quick else CONFIGS
     load_before = os.getloadavg()[0]
     rows = []
-    for label, name, options, steps in configs:
-        r = run_config(args, label, name, options, 2 if args.quick else steps)
-        print(
-            f"{r['label']}: {r['clips_per_s']:.3f} clips/s median of {r['steps']} steps, best {r['max']:.3f} "
-            f"(worst {r['min']:.3f}), {r['params_m']:.1f} M params, run {r['wall_s']:.0f} s",
-            flush=True,
-        )
-        rows.append(r)
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, options, extra, steps, cached in configs:
+            r = run_config(args, label, options, extra, 2 if args.quick else steps, cached, Path(tmp))
+            print(
+                f"{r['label']}: {r['clips_per_s']:.3f} clips/s median of {r['steps']} steps, best {r['max']:.3f} "
+                f"(worst {r['min']:.3f}), {r['params_m']:.1f} M params, run {r['wall_s']:.0f} s"
+                + (f", cache build {r['build_s_per_frame']:.3f} s/frame" if r["build_s_per_frame"] else ""),
+                flush=True,
+            )
+            rows.append(r)
     dp = data_pipeline(args)
     load_after = os.getloadavg()[0]
     print(f"data pipeline alone: {dp:.1f} clips/s", flush=True)
+    build = next(r["build_s_per_frame"] for r in rows if r["build_s_per_frame"])
+    # a whole cached run: pool_clips x POOL_FRAMES-frame clips built (at 272x459), then run_clips trained
+    build_run_s = build * args.pool_clips * 10
+    ref = rows[0]["clips_per_s"]
     if args.quick or args.no_write:
         return 0
     dev = cpu_name() if args.device == "cpu" else torch.cuda.get_device_name(0)
     h, w = args.size
+    shared = load_before > 0.5 or load_after > 2.5
     lines = [
         "## Training throughput (`benchmarks/train_throughput.py`)",
         "",
         f"Command: `.venv/bin/python benchmarks/train_throughput.py` ({date.today().isoformat()}). Machine: {dev}, "
-        f"torch {torch.__version__}, {args.threads} threads, device {args.device}, AMP {args.amp}. The real training "
-        f"loop on synthetic clips, {h}x{w}, T={args.frames}, batch {args.batch}, {args.objects} object(s) per clip, "
+        f"torch {torch.__version__}, {args.threads} threads, device {args.device}. The real training loop on "
+        f"synthetic clips, {h}x{w}, T={args.frames}, batch {args.batch}, {args.objects} object(s) per clip, "
         "teacher forcing, soft-IoU loss, AdamW; per-step clips/s after one warm-up step (batch loading "
-        "included, no data workers). The CPU cores were shared with other jobs during the run (1-minute load "
-        f"average {load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} cores): the best step is the "
-        "steadier figure, the median shows the contention.",
+        "included, no data workers). All rows ran in one run, one after the other; 1-minute load average "
+        f"{load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} cores"
+        f"{' (the CPU was shared: the best step is the steadier figure)' if shared else ' (a quiet CPU)'}.",
         "",
-        "| model | params (M) | clips/s (median) | clips/s (best step) | s/step (best) | measured steps |",
+        "| configuration | params (M) | clips/s (median) | clips/s (best step) | clips per CPU hour (median) | vs reference |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['label']} | {r['params_m']:.1f} | {r['clips_per_s']:.3f} | {r['max']:.3f} "
-            f"| {args.batch / r['max']:.2f} | {r['steps']} |"
+            f"| {r['clips_per_s'] * 3600:.0f} | {r['clips_per_s'] / ref:.1f}x |"
         )
-    lines += ["", f"Data pipeline alone (ClipDataset + augmentation, same size): {dp:.1f} clips/s."]
+    best = rows[-1]["clips_per_s"]
+    total_s = build_run_s + args.run_clips / best
+    lines += [
+        "",
+        f"Building the cache: {build:.3f} s per pool frame (272x459, backbone forward + rendering + writing fp16). "
+        f"A whole run of {args.run_clips} clips from a pool of {args.pool_clips} ten-frame clips (about the "
+        f"one-shot recipe) costs {build_run_s / 60:.1f} min to build and {args.run_clips / best / 60:.1f} min to "
+        f"train with the cache in bf16: {args.run_clips / total_s:.2f} clips/s over the whole run, "
+        f"{args.run_clips / total_s / ref:.1f}x the reference (the pool is built once and can be reused by "
+        "later runs with the same data config and backbone).",
+        "",
+        f"Data pipeline alone (ClipDataset + augmentation, same size): {dp:.1f} clips/s.",
+    ]
     write_report("\n".join(lines))
     print("wrote BENCHMARKS.md section", file=sys.stderr)
     return 0

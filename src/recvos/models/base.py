@@ -23,7 +23,7 @@ what the model gets back as its previous masks (the ground truth, a user's promp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +86,9 @@ class RecurrentVOS(nn.Module):
     uses_prev_masks: bool = True
     #: number of slots used in zero-shot mode
     max_objects: int = 1
+    #: True if the backbone sees nothing but the frame, so it can be given precomputed features
+    #: (:func:`recvos.models.backbones.with_features`; training from a feature cache)
+    accepts_features: bool = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -157,10 +160,11 @@ class RecurrentVOS(nn.Module):
             prev = feed.feedback(t, out.logits)
             yield FrameResult(t, out.logits, out.objectness, prev, state)
 
-    def unroll_clip(self, frames: torch.Tensor, feed: Feed) -> ClipOutput:
-        """:meth:`unroll` over a clip tensor frames [B, T, 3, H, W] -> stacked logits [B, T, O, H, W] and
-        objectness [B, T, O] (every frame must have objects: the feed enters them on frame 0)."""
-        results = list(self.unroll(frames.unbind(1), feed))
+    def unroll_clip(self, frames: torch.Tensor | Sequence[torch.Tensor], feed: Feed) -> ClipOutput:
+        """:meth:`unroll` over a clip, frames [B, T, 3, H, W] (or a list of T frames [B, 3, H, W]) -> stacked
+        logits [B, T, O, H, W] and objectness [B, T, O] (every frame must have objects: the feed enters them
+        on frame 0)."""
+        results = list(self.unroll(frames.unbind(1) if torch.is_tensor(frames) else frames, feed))
         if any(r.logits is None for r in results):
             raise RecvosError("unroll_clip: the feed gave no object on the first frame of the clip")
         return ClipOutput(

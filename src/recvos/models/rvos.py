@@ -95,6 +95,8 @@ class RVOSState(RecurrentState):
 class RVOS(RecurrentVOS):
     """RVOS with a configurable backbone, recurrence variant and mode (see the module docs).
 
+    Its backbone sees only the frame (``accepts_features``), so it can train from cached features.
+
     Args:
         variant: "S", "T" or "ST".
         mode: "one-shot" or "zero-shot".
@@ -150,6 +152,7 @@ class RVOS(RecurrentVOS):
         if max_objects < 1:
             raise RecvosError(f"max_objects must be >= 1 (got {max_objects})")
         self.name = f"rvos-{variant.lower()}"
+        self.accepts_features = True
         self.config = {
             "variant": variant,
             "mode": mode,

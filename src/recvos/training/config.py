@@ -42,6 +42,24 @@ class ModelConfig:
 
 
 @dataclass
+class FeatureCacheConfig:
+    """Train from cached backbone features (:mod:`recvos.training.feature_cache`): a pool of clips rendered
+    once by the configured data pipeline, their frozen backbone's features stored in fp16 on disk."""
+
+    #: the cache folder (null: off; frames go through the backbone on every step)
+    dir: str | None = None
+    #: clips in the pool (each one augmented view drawn by data.mix/augment) and frames per pool clip
+    #: (training windows of data.num_frames are drawn from them)
+    clips: int = 500
+    frames: int = 10
+    #: pixels added to data.size in each dimension (a multiple of 32): training crops of data.size are taken
+    #: at offsets that are multiples of 32, so the features of every stride are cut where the masks are
+    margin: int = 32
+    #: a cache built for another backbone, size or data config is rebuilt (false: refused with an error)
+    rebuild: bool = False
+
+
+@dataclass
 class DataConfig:
     #: training dataset: kind in {davis2016, davis2017, youtube-vos, folder} or null (synthetic only)
     kind: str | None = None
@@ -68,6 +86,7 @@ class DataConfig:
     synthetic: SyntheticOptions = field(default_factory=SyntheticOptions)
     composite: CompositeOptions = field(default_factory=CompositeOptions)
     pseudo: PseudoOptions = field(default_factory=PseudoOptions)
+    feature_cache: FeatureCacheConfig = field(default_factory=FeatureCacheConfig)
 
 
 @dataclass
@@ -152,7 +171,7 @@ class TrainConfig:
     #: clips per optimizer step per process = batch_size * accumulate
     batch_size: int = 4
     accumulate: int = 1
-    #: "none", "bf16" or "fp16" (CUDA only; ignored on CPU)
+    #: "none", "bf16" or "fp16" (autocast; on CPU only bf16 is used, fp16 is ignored there)
     amp: str = "none"
     device: str = "auto"
     seed: int = 0
@@ -443,6 +462,22 @@ def validate_config(cfg: Config) -> Config:
         raise RecvosError(f"config key 'train.ema' must be in (0, 1) (or null), got {t.ema}")
     if t.stop_at is not None and t.stop_at < 1:
         raise RecvosError(f"config key 'train.stop_at' must be >= 1 (or null), got {t.stop_at}")
+    fc = d.feature_cache
+    if fc.dir is not None:
+        if fc.clips < 1 or fc.frames < (d.num_frames_max or d.num_frames):
+            raise RecvosError(
+                "config keys data.feature_cache.clips must be >= 1 and data.feature_cache.frames >= the clip "
+                f"length {d.num_frames_max or d.num_frames}, got {fc.clips} and {fc.frames}"
+            )
+        if fc.margin < 0 or fc.margin % 32 or fc.margin > 256:
+            raise RecvosError(
+                f"config key 'data.feature_cache.margin' must be a multiple of 32 in 0..256, got {fc.margin}"
+            )
+        if cfg.optim.freeze_backbone_steps < t.steps:
+            raise RecvosError(
+                "data.feature_cache needs the backbone frozen for the whole run: set "
+                f"optim.freeze_backbone_steps >= train.steps ({t.steps}), or data.feature_cache.dir=null"
+            )
     mix = d.mix
     weights = (mix.real, mix.composite, mix.synthetic, mix.pseudo)
     if min(weights) < 0 or sum(weights) <= 0:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recvos.models.backbones import with_features
 from recvos.models.base import RecurrentVOS
 from recvos.models.feed import ClipFeed, first_valid
 
@@ -24,12 +25,21 @@ class ClipModel(nn.Module):
         self.model = model
 
     def forward(
-        self, frames: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor, teacher: bool
+        self,
+        frames: torch.Tensor | None,
+        masks: torch.Tensor,
+        valid: torch.Tensor,
+        teacher: bool,
+        features: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """frames [B,T,3,H,W], masks [B,T,O,H,W], valid [B,T,O] -> (logits [B,T,O',H,W], objectness [B,T,O'])
-        with O' = O one-shot, ``max_objects`` zero-shot."""
+        with O' = O one-shot, ``max_objects`` zero-shot. ``features`` (a feature cache's [f4, f8, f16, f32],
+        each [B,T,C,h,w]) replace the frames: the backbone is not run."""
         zero_shot = self.model.mode == "zero-shot"
         feed = ClipFeed(zero_shot=True) if zero_shot else ClipFeed(masks, valid, teacher=teacher)
+        if features is not None:
+            B, T = masks.shape[:2]
+            frames = [with_features(B, *masks.shape[-2:], [f[:, t] for f in features]) for t in range(T)]
         out = self.model.unroll_clip(frames, feed)
         return out.logits, out.objectness
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import yaml
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import Dataset
 
 from recvos.data.clips import ClipSampler, seed_worker
 from recvos.distributed import (
@@ -178,7 +179,7 @@ class Trainer:
     def _batches(self, start: int) -> Iterator[dict]:
         """Training batches from step ``start`` on (the sampler skips the batches already seen)."""
         cfg, tc, d = self.cfg, self.cfg.train, self.cfg.data
-        dataset = train_dataset(cfg, self.train_videos)
+        dataset = self._cached_dataset() if d.feature_cache.dir else train_dataset(cfg, self.train_videos)
         sampler = ClipSampler(
             dataset,
             batch_size=tc.batch_size,
@@ -206,6 +207,15 @@ class Trainer:
             persistent_workers=False,
         )
         return iter(loader)
+
+    def _cached_dataset(self) -> Dataset:
+        """The clips of the feature cache (rank 0 builds it first if needed; the other ranks wait)."""
+        from recvos.training.feature_cache import open_cached_dataset, prepare_feature_cache
+
+        if self.dist.is_main:
+            prepare_feature_cache(self.cfg, self.model, self.train_videos)
+        barrier(self.dist)
+        return open_cached_dataset(self.cfg)
 
     def _set_backbone_trainable(self, trainable: bool) -> None:
         """Freeze the backbone, or restore the requires_grad flags it was built with (frozen stages stay
@@ -242,8 +252,12 @@ class Trainer:
                 f"set model.options.mode={self.model.mode}"
             )
         self.optimizer, self.scheduler = build_optimizer(self.model, oc, tc.steps)
-        use_amp = self.dist.device.type == "cuda" and tc.amp != "none"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp and tc.amp == "fp16")
+        dev_type = self.dist.device.type
+        # CPU autocast runs bf16 only (CPUs with AVX512-BF16/AMX are faster in it); fp16 is CUDA-only
+        use_amp = tc.amp != "none" and (dev_type == "cuda" or (dev_type == "cpu" and tc.amp == "bf16"))
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=use_amp and dev_type == "cuda" and tc.amp == "fp16"
+        )
         if tc.ema is not None:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True)
         start = self._restore(ckpt) if ckpt is not None else 0
@@ -263,7 +277,7 @@ class Trainer:
             objectness=cfg.loss.objectness,
         )
         amp = (
-            torch.autocast(device_type="cuda", dtype=torch.bfloat16 if tc.amp == "bf16" else torch.float16)
+            torch.autocast(device_type=dev_type, dtype=torch.bfloat16 if tc.amp == "bf16" else torch.float16)
             if use_amp
             else contextlib.nullcontext()
         )
@@ -288,7 +302,7 @@ class Trainer:
                 step += 1
                 result.losses.append(record["loss"])
                 runlog.step(record)
-                if tc.image_every and step % tc.image_every == 0:
+                if tc.image_every and step % tc.image_every == 0 and "frames" in batch:
                     runlog.images(
                         step, batch["frames"][0], torch.sigmoid(logits[0].detach()), batch["masks"][0]
                     )
@@ -319,8 +333,12 @@ class Trainer:
         zero_shot = self.model.mode == "zero-shot"
         teacher = self._teacher(step)
         masks, valid = batch["masks"].to(dev, non_blocking=True), batch["valid"].to(dev)
+        if "features" in batch:  # from a feature cache: the backbone does not run
+            frames, features = None, [f.to(dev, non_blocking=True).float() for f in batch["features"]]
+        else:
+            frames, features = batch["frames"].to(dev, non_blocking=True), None
         with amp:
-            logits, objectness = self.net(batch["frames"].to(dev, non_blocking=True), masks, valid, teacher)
+            logits, objectness = self.net(frames, masks, valid, teacher, features)
         w = loss_weights(valid, batch["present"].to(dev), zero_shot, cfg.loss.first_frame)
         out = self.loss_fn(
             logits.float(),

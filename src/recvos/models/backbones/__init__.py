@@ -31,6 +31,7 @@ from recvos.models.backbones.base import (
     IMAGENET_STD,
     Backbone,
     feature_sizes,
+    with_features,
 )
 from recvos.models.backbones.efficientnet import efficientnet_lite_classifier
 from recvos.models.backbones.registry import (
@@ -52,6 +53,7 @@ __all__ = [
     "list_backbones",
     "backbone_info",
     "feature_sizes",
+    "with_features",
     "pretrained_weights_path",
     "register_backbone",
     "WeightsSource",

@@ -14,6 +14,7 @@ from recvos.models.state_dicts import require_match
 __all__ = [
     "Backbone",
     "feature_sizes",
+    "with_features",
     "STRIDES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -32,6 +33,19 @@ STRIDES = (4, 8, 16, 32)
 def feature_sizes(height: int, width: int) -> list[tuple[int, int]]:
     """Sizes (h, w) of ``[f4, f8, f16, f32]`` for an input of ``height x width`` (ceil division)."""
     return [(math.ceil(height / s), math.ceil(width / s)) for s in STRIDES]
+
+
+_FEATURES = "_recvos_backbone_features"
+
+
+def with_features(batch: int, height: int, width: int, features: list[torch.Tensor]) -> torch.Tensor:
+    """A stand-in frame [batch, 3, height, width] (zeros, no memory: an expanded scalar) that carries its
+    backbone features ``[f4, f8, f16, f32]``: a :class:`Backbone` given it returns them instead of running.
+    Only for models whose backbone sees nothing but the frame (``RecurrentVOS.accepts_features``)."""
+    f = features[0]
+    frame = f.new_zeros((), dtype=torch.float32).expand(batch, 3, height, width)
+    setattr(frame, _FEATURES, list(features))
+    return frame
 
 
 def _batchnorms(module: nn.Module) -> list[nn.Module]:
@@ -87,7 +101,20 @@ class Backbone(nn.Module):
         return torch.cat([rgb, x[:, 3:] * 2.0 - 1.0], 1)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """x [B, in_channels, H, W] float in [0, 1] -> [f4, f8, f16, f32] ([B, channels[i], ceil(H/s), ceil(W/s)])."""
+        """x [B, in_channels, H, W] float in [0, 1] -> [f4, f8, f16, f32] ([B, channels[i], ceil(H/s), ceil(W/s)]).
+
+        A frame made by :func:`with_features` returns the features it carries (training from a feature cache).
+        """
+        given = getattr(x, _FEATURES, None)
+        if given is not None:
+            sizes = self.feature_sizes(*x.shape[-2:])
+            got = [(f.shape[1], tuple(f.shape[-2:])) for f in given]
+            if got != list(zip(self.channels, sizes, strict=True)):
+                raise RecvosError(
+                    f"precomputed features {got} do not fit {self.name} at {tuple(x.shape[-2:])} "
+                    f"(expected {list(zip(self.channels, sizes, strict=True))}); rebuild the feature cache"
+                )
+            return list(given)
         if x.shape[1] != self.in_channels:
             raise ValueError(f"{self.name} expects {self.in_channels} input channels, got {x.shape[1]}")
         return self.forward_features(self.normalize(x))
