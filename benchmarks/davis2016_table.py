@@ -115,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         "--oneshot-model", default=None, help="checkpoint (default: the shipped one-shot weights)"
     )
     ap.add_argument(
+        "--previous-oneshot",
+        default=None,
+        help="with method 'previous': the one-shot default it replaces (a checkpoint or an exported .pt.gz), as a row",
+    )
+    ap.add_argument(
         "--zeroshot-model", default=None, help="checkpoint (default: the shipped zero-shot weights)"
     )
     ap.add_argument("--limit", type=int, default=0, help="only the first N sequences (smoke)")
@@ -135,6 +140,17 @@ def main(argv: list[str] | None = None) -> int:
                 run_method(
                     "recvos one-shot default",
                     recvos_predictor("one-shot", 0, args.oneshot_model),
+                    seqs,
+                    "semi-supervised",
+                )
+            )
+        elif m == "previous":
+            if not args.previous_oneshot:
+                ap.error("method 'previous' needs --previous-oneshot PATH")
+            rows.append(
+                run_method(
+                    "previous one-shot default (stage 4)",
+                    recvos_predictor("one-shot", 0, args.previous_oneshot),
                     seqs,
                     "semi-supervised",
                 )

@@ -13,15 +13,19 @@ $RECVOS train --config configs/default_oneshot.yaml --out runs/default_oneshot t
 $RECVOS train --config configs/default_oneshot_ref.yaml --out runs/default_oneshot_ref
 # one-shot, stage 3: add a 3-frame matching memory, warm-started from stage 2's best (300 steps, backbone frozen)
 $RECVOS train --config configs/default_oneshot_mem.yaml --out runs/default_oneshot_mem
-# one-shot, stage 4: pseudo-videos from still frames and an EMA of the weights, from stage 3 (backbone frozen)
-$RECVOS train --config configs/default_oneshot_pseudo.yaml --out runs/default_oneshot_pseudo
+# one-shot, stage 4: pseudo-videos from still frames and an EMA of the weights, from stage 3 (backbone frozen),
+# trained from cached backbone features in bf16; decided on the 5 held-out videos (this run is the evidence)
+$RECVOS train --config configs/default_oneshot_cached.yaml --out runs/default_oneshot_cached
+# one-shot, final: the same recipe on all 30 training videos; its last EMA weights are shipped
+$RECVOS train --config configs/default_oneshot_final.yaml --out runs/default_oneshot_final
 # zero-shot, stage 1: 400 steps of a 600-step schedule
 $RECVOS train --config configs/default_zeroshot.yaml --out runs/default_zeroshot train.stop_at=400
 # zero-shot, stage 2: continue from stage 1's best held-out checkpoint on a fresh, lower-lr schedule
 $RECVOS train --config configs/default_zeroshot_ft.yaml --out runs/default_zeroshot_ft
 
-python -m recvos.training.export runs/default_oneshot_pseudo/checkpoints/best.pt --kind one-shot \
-    --preset configs/default_oneshot_pseudo.yaml --data "$DATA"
+python -m recvos.training.export runs/default_oneshot_final/checkpoints/step_00000600.pt --kind one-shot \
+    --preset configs/default_oneshot_final.yaml \
+    --data "DAVIS-2016 train (all 30 videos) + composite + pseudo-videos (incl. the DAVIS-2017 test-dev first frames) + synthetic clips"
 python -m recvos.training.export runs/default_zeroshot_ft/checkpoints/best.pt --kind zero-shot \
     --preset configs/default_zeroshot_ft.yaml --data "$DATA"
 
