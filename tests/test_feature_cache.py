@@ -86,11 +86,13 @@ def test_crops_cut_every_level_where_the_masks_are(tmp_path):
     seen = set()
     for k in range(16):
         item = ds[ClipKey(k, 3)]
-        n, rest = item["name"].rsplit("@", 1)[1], None
-        t0, yx = n.split("+")
+        # "cache[<pool index>]:<pool clip name>@<first frame>+<y>,<x>"
+        head, where = item["name"].rsplit("@", 1)
+        pool_n = int(head[len("cache[") : head.index("]")])
+        assert head.endswith(ds.names[pool_n])
+        t0, yx = where.split("+")
         y, x = map(int, yx.split(","))
         seen.add((y, x))
-        pool_n = ds.names.index(item["name"].split("cache:", 1)[1].rsplit("@", 1)[0])
         assert item["masks"].shape == (3, 2, 64, 90)
         slot = torch.from_numpy(full["slots"][pool_n, int(t0) : int(t0) + 3, y : y + 64, x : x + 90])
         assert torch.equal(item["masks"][:, 0] > 0, slot == 1)
@@ -101,7 +103,6 @@ def test_crops_cut_every_level_where_the_masks_are(tmp_path):
             ref = full[lv][pool_n, int(t0) : int(t0) + 3, :, y // s : y // s + h, x // s : x // s + w]
             assert np.array_equal(f.numpy(), ref), lv
         assert item["present"].any() and not item["valid"][~item["annotated"]].any()
-        del rest
     assert len(seen) > 1  # offsets vary (multiples of 32)
     assert all(y % 32 == 0 and x % 32 == 0 for y, x in seen)
 

@@ -292,7 +292,7 @@ class CachedClipDataset(Dataset):
                 "valid": valid,
                 "present": present,
                 "annotated": ann,
-                "name": f"cache:{self.names[n]}@{t0}+{y},{x}",
+                "name": f"cache[{n}]:{self.names[n]}@{t0}+{y},{x}",
                 "clip_id": key.clip_id,
             }
         raise RecvosError(
