@@ -198,7 +198,7 @@ def test_quality_is_the_larger_processing_size():
 
 
 def test_backbone_digest_is_of_values_not_of_the_sign_of_zero():
-    from recvos.models.prompt_head import tensor_digest
+    from recvos.models.state_dicts import tensor_digest
 
     a = {"w": torch.tensor([0.0, 1.5]), "n": torch.tensor(3)}
     b = {"w": torch.tensor([-0.0, 1.5]), "n": torch.tensor(3)}

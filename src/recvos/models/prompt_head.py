@@ -17,7 +17,6 @@ round fed the previous prediction): :mod:`recvos.training.prompt_task`.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import torch
@@ -26,6 +25,7 @@ from torch import nn
 
 from recvos.errors import RecvosError
 from recvos.models.backbones import DEFAULT_BACKBONE, build_backbone
+from recvos.models.state_dicts import tensor_digest
 
 __all__ = ["PromptHead", "PROMPT_CHANNELS"]
 
@@ -178,19 +178,6 @@ class PromptHead(nn.Module):
         x = _up(x, f4)
         x = self.fuse4(torch.cat([x, self.proj4(f4), _up(p4, f4)], 1))
         return F.interpolate(self.out(x), size=maps.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-
-
-def tensor_digest(state_dict: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of a state dict's names and values (floats as fp32): the backbone a head was trained on (a
-    retrained VOS default whose backbone stayed frozen keeps it)."""
-    h = hashlib.sha256()
-    for key in sorted(state_dict):
-        t = state_dict[key].detach().cpu()
-        if t.is_floating_point():
-            t = t.float() + 0.0  # -0.0 -> +0.0: equal values, equal digest (training flips signs of zeros)
-        h.update(key.encode())
-        h.update(t.contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def _drop_backbone(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> dict:

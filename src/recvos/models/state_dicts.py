@@ -1,7 +1,9 @@
-"""Strict state-dict comparison, written once for backbones, checkpoints and warm starts."""
+"""Strict state-dict comparison, written once for backbones, checkpoints and warm starts, and a digest of a
+state dict's values (the backbone a prompt head or a feature cache was made with)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -10,7 +12,7 @@ from torch import nn
 
 from recvos.errors import RecvosError
 
-__all__ = ["KeyMismatch", "key_mismatch", "require_match", "count_parameters"]
+__all__ = ["KeyMismatch", "key_mismatch", "require_match", "count_parameters", "tensor_digest"]
 
 
 @dataclass(frozen=True)
@@ -71,3 +73,16 @@ def count_parameters(modules: nn.Module | Iterable[nn.Module], trainable_only: b
         id(p): p.numel() for m in modules for p in m.parameters() if p.requires_grad or not trainable_only
     }
     return sum(seen.values())
+
+
+def tensor_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names and values (floats as fp32): the backbone a head was trained on (a
+    retrained VOS default whose backbone stayed frozen keeps it), or the backbone a feature cache was built with."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().cpu()
+        if t.is_floating_point():
+            t = t.float() + 0.0  # -0.0 -> +0.0: equal values, equal digest (training flips signs of zeros)
+        h.update(key.encode())
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -42,9 +42,9 @@ from torch.utils.data import Dataset
 
 from recvos.data.clips import MAX_ATTEMPTS, ClipKey
 from recvos.errors import RecvosError
-from recvos.models.backbones import feature_sizes
+from recvos.models.backbones.base import STRIDES, feature_sizes
 from recvos.models.base import RecurrentVOS
-from recvos.models.prompt_head import tensor_digest
+from recvos.models.state_dicts import tensor_digest
 from recvos.training.config import Config, config_to_dict
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,8 @@ BUILD_BATCH = 8
 
 def cache_key(cfg: Config, model: RecurrentVOS) -> dict[str, Any]:
     """What the cached features depend on (compared with the manifest of an existing cache)."""
-    d = config_to_dict(cfg)["data"]
+    whole = config_to_dict(cfg)
+    d = whole["data"]
     fc = d.pop("feature_cache")
     for k in ("num_workers", "clips_per_epoch", "num_frames", "num_frames_max"):
         d.pop(k)  # how the pool is consumed, not what it holds
@@ -78,7 +79,7 @@ def cache_key(cfg: Config, model: RecurrentVOS) -> dict[str, Any]:
         "clips": fc["clips"],
         "frames": fc["frames"],
         "data": d,
-        "augment": config_to_dict(cfg)["augment"],
+        "augment": whole["augment"],
         "seed": cfg.train.seed,
     }
 
@@ -105,10 +106,10 @@ def prepare_feature_cache(cfg: Config, model: RecurrentVOS, videos: Any = None) 
                 info = json.loads(manifest.read_text())
             except (OSError, ValueError):
                 info = {}
-            old = info.get("key", {})
-            if info.get("format") == FORMAT and not _differs(old, key):
+            changed = _differs(info.get("key", {}), key) if info.get("format") == FORMAT else ["format"]
+            if not changed:
                 return path
-            what = ", ".join(_differs(old, key)) if info.get("format") == FORMAT else "format"
+            what = ", ".join(changed)
             if not fc.rebuild:
                 raise RecvosError(
                     f"feature cache {path} was built for another {what}; delete it, set data.feature_cache.dir "
@@ -251,7 +252,8 @@ class CachedClipDataset(Dataset):
 
     def _offsets(self, rng: np.random.Generator) -> tuple[int, int]:
         (H, W), (h, w) = self.pool_size, self.size
-        return 32 * int(rng.integers((H - h) // 32 + 1)), 32 * int(rng.integers((W - w) // 32 + 1))
+        s = STRIDES[-1]  # the coarsest stride: every level's crop starts on a whole feature pixel
+        return s * int(rng.integers((H - h) // s + 1)), s * int(rng.integers((W - w) // s + 1))
 
     def __getitem__(self, key: ClipKey | int) -> dict[str, Any]:
         if not isinstance(key, ClipKey):
@@ -283,7 +285,7 @@ class CachedClipDataset(Dataset):
                 continue
             valid = (visible.cumsum(0) > 0) & ann[:, None]
             features = []
-            for lv, (fh, fw), s in zip(LEVELS, feature_sizes(h, w), (4, 8, 16, 32), strict=True):
+            for lv, (fh, fw), s in zip(LEVELS, feature_sizes(h, w), STRIDES, strict=True):
                 f = a[lv][n, window, :, y // s : y // s + fh, x // s : x // s + fw]
                 features.append(torch.from_numpy(np.ascontiguousarray(f)))
             return {
