@@ -1,4 +1,4 @@
-"""PyTorch eager, PyTorch optimised, ONNX Runtime fp32 and ONNX Runtime dynamic int8, side by side in one run.
+"""PyTorch eager, PyTorch optimised (fp32 and bf16), ONNX Runtime fp32 and dynamic int8, side by side in one run.
 
 The shipped one-shot default (or ``--model``) is exported once (``recvos.inference.onnx.export_onnx``, for
 240x427 frames) and quantised with ``onnxruntime.quantization.quantize_dynamic`` (int8 weights, activations
@@ -9,7 +9,7 @@ quantised at run time). For each runtime:
   bear's mask and two boxes), best of two rounds (the runtimes in turn) after a warm-up, at ``--threads`` threads;
 - **accuracy**: DAVIS-2016 val with the Segmenter (PromptFeed, same pre/post-processing for every runtime),
   scored at 480p by ``recvos.evaluation`` (official protocol); the per-frame IoU of each runtime's masks
-  against ONNX Runtime fp32 (int8 counts only if its mean IoU against fp32 is at least 0.97).
+  against ONNX Runtime fp32 (int8 and bf16 count only if their mean IoU against fp32 is at least 0.97).
 
 Usage::
 
@@ -40,24 +40,26 @@ from recvos.models.feed import FirstFrameFeed  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 SIZE = (240, 427)
-#: int8 counts only if its masks keep this mean IoU against fp32 on DAVIS-2016 val
-INT8_MIN_IOU = 0.97
+#: int8 and bf16 count only if their masks keep this mean IoU against fp32 on DAVIS-2016 val
+MIN_IOU = 0.97
 
 
 def ms_per_frame(
-    models: dict[str, object], frames: list[torch.Tensor], first: torch.Tensor
+    models: dict[str, tuple[object, torch.dtype]], frames: list[torch.Tensor], first: torch.Tensor
 ) -> dict[str, float]:
-    """ms/frame of each model's ``unroll`` over pre-decoded frames: a 5-frame warm-up each, then two timed
-    rounds over all models in turn (so a change of the machine's load hits them alike); the best of two."""
+    """ms/frame of each model's ``unroll`` (frames and masks in its dtype) over pre-decoded frames: a 5-frame
+    warm-up each, then two timed rounds over all models in turn (so a change of the machine's load hits
+    them alike); the best of two."""
     best = dict.fromkeys(models, float("inf"))
+    typed = {d: ([f.to(d) for f in frames], first.to(d)) for d in {d for _, d in models.values()}}
     with torch.inference_mode():
-        for model in models.values():
-            for _ in model.unroll(frames[:5], FirstFrameFeed(first)):
+        for model, d in models.values():
+            for _ in model.unroll(typed[d][0][:5], FirstFrameFeed(typed[d][1])):
                 pass
         for _ in range(2):
-            for name, model in models.items():
+            for name, (model, d) in models.items():
                 t0 = time.perf_counter()
-                for _ in model.unroll(frames, FirstFrameFeed(first)):
+                for _ in model.unroll(typed[d][0], FirstFrameFeed(typed[d][1])):
                     pass
                 best[name] = min(best[name], 1000 * (time.perf_counter() - t0) / len(frames))
     return best
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from recvos.evaluation.protocols import evaluate_arrays
     from recvos.inference.inputs import frame_to_tensor, resize_binary
     from recvos.inference.onnx import OnnxModel, export_onnx
-    from recvos.inference.segmenter import Segmenter
+    from recvos.inference.segmenter import Segmenter, inference_dtype
     from recvos.models.loading import resolve_model
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -134,9 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         export_s = time.perf_counter() - t0
         quantize_pair(tmp / "fp32.onnx", tmp / "int8.onnx")
         sizes_mb = {k: (tmp / f"{k}.onnx").stat().st_size / 1e6 for k in ("fp32", "int8")}
+        default = "bf16" if inference_dtype("auto", torch.device("cpu")) == torch.bfloat16 else "fp32"
+        mark = {default: " (default here)"}
         runners = {
-            "PyTorch eager": Segmenter(model, optimize=False),
-            "PyTorch optimised (default)": Segmenter(model),
+            "PyTorch eager": Segmenter(model, optimize=False, precision="fp32"),
+            f"PyTorch optimised fp32{mark.get('fp32', '')}": Segmenter(model, precision="fp32"),
+            f"PyTorch optimised bf16{mark.get('bf16', '')}": Segmenter(model, precision="bf16"),
             "ONNX Runtime fp32": Segmenter(OnnxModel(tmp / "fp32.onnx", args.threads)),
             "ONNX Runtime int8 (dynamic)": Segmenter(OnnxModel(tmp / "int8.onnx", args.threads)),
         }
@@ -151,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         boxes[0, 20:100, 20:150] = 1
         boxes[1, 120:220, 250:400] = 1
         firsts = {1: bear[None, None], 3: torch.cat([bear[None], boxes])[None]}
-        models = {name: seg._runner() for name, seg in runners.items()}
+        models = {name: (seg._runner(), seg.dtype) for name, seg in runners.items()}
         by_count = {n: ms_per_frame(models, frames, first) for n, first in firsts.items()}
         speed = {name: {n: by_count[n][name] for n in firsts} for name in runners}
         print(speed, file=sys.stderr, flush=True)
@@ -177,9 +182,16 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {speed[name][1]:.1f} | {speed[name][3]:.1f} | {r['ms']:.1f} | {r['J']:.4f} | "
             f"{r['iou'][0]:.4f} / {r['iou'][1]:.3f} |"
         )
-    int8_iou = results["ONNX Runtime int8 (dynamic)"]["iou"][0]
-    verdict = f"int8 keeps a mean IoU of {int8_iou:.4f} against fp32 (threshold {INT8_MIN_IOU}): " + (
-        "it counts." if int8_iou >= INT8_MIN_IOU else "it does **not** count."
+    verdict = " ".join(
+        f"{label} keeps a mean IoU of {iou:.4f} against fp32 (threshold {MIN_IOU}): "
+        + ("it counts." if iou >= MIN_IOU else "it does **not** count.")
+        for label, iou in (
+            (label, results[name]["iou"][0])
+            for label, name in (
+                ("int8", "ONNX Runtime int8 (dynamic)"),
+                ("bf16", next(n for n in runners if "bf16" in n)),
+            )
+        )
     )
     n_frames = sum(len(v) for v in reference.values())
     table = (

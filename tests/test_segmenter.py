@@ -423,3 +423,74 @@ def test_add_prompt_box_refines_and_propagates(seg, clip):
     np.testing.assert_array_equal(out[1][1] == 7, m)
     with pytest.raises(RecvosError, match="zero area|empty"):
         seg.add_prompt(state, 1, 8, box=(5, 5, 5, 20))
+
+
+# ------------------------------------------------------------------------------------------- precision
+@pytest.mark.parametrize("opts", [{}, {"reference": True, "ref_dim": 4, "memory": 2}])
+def test_bf16_propagates_a_bf16_copy_with_fp32_outputs(clip, opts):
+    torch.manual_seed(0)
+    model = build_model("rvos-st", hidden_size=16, **opts)
+    out = {}
+    for precision in ("fp32", "bf16"):
+        s = Segmenter(model, max_size=None, precision=precision)
+        state = s.init_state(list(clip.frames))
+        s.add_mask(state, 0, np.asarray(clip.masks[0]))
+        out[precision] = np.stack([p for _, _, p in s.propagate(state, return_probs=True)])
+        runner = s._runner()
+        assert {p.dtype for p in runner.parameters()} == {s.dtype}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # the original stays fp32, savable
+    assert out["bf16"].dtype == np.float32 and out["bf16"].shape == out["fp32"].shape
+    diff = np.abs(out["bf16"] - out["fp32"])
+    assert 0 < diff.max() < 0.05  # bf16 really ran, and stayed close
+
+
+def test_auto_precision_follows_the_cpu(monkeypatch):
+    import recvos.inference.segmenter as segmenter
+
+    model = build_model("rvos-st", hidden_size=16)
+    for native, dtype in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(segmenter, "cpu_has_native_bf16", lambda n=native: n)
+        assert Segmenter(model).dtype == dtype
+        assert Segmenter(model, precision="fp32").dtype == torch.float32
+        assert Segmenter(model, precision="bf16").dtype == torch.bfloat16
+    with pytest.raises(RecvosError, match="precision 'fp16': choose one of auto, fp32, bf16"):
+        Segmenter(model, precision="fp16")
+
+
+def test_bf16_with_onnxruntime_is_refused_before_exporting(tmp_path):
+    with pytest.raises(RecvosError, match="bf16 runs with the PyTorch runtime"):
+        load_model("rvos-st", runtime="onnxruntime", precision="bf16", allow_random=True, hidden_size=16)
+
+
+def test_cli_precision_choices_are_the_segmenters():
+    import argparse
+
+    from recvos.cli.options import add_model_options
+    from recvos.inference.segmenter import PRECISIONS
+
+    p = argparse.ArgumentParser()
+    add_model_options(p)
+    action = next(a for a in p._actions if a.dest == "precision")
+    assert tuple(action.choices) == PRECISIONS and action.default == "auto"
+
+
+def test_online_learning_then_bf16_propagation_uses_the_finetuned_weights(clip):
+    torch.manual_seed(0)
+    s = Segmenter(build_model("rvos-st", hidden_size=16), max_size=None, precision="bf16")
+    state = s.init_state(list(clip.frames))
+    s.add_mask(state, 0, np.asarray(clip.masks[0]))
+    before = s._runner()
+    s.finetune(state, steps=2, lr=0.05, tolerance=1.0)  # large steps, always kept
+    after = s._runner()
+    assert after is not before and next(after.parameters()).dtype == torch.bfloat16
+    import copy
+
+    def bf16_copy(weights):
+        m = copy.deepcopy(s.model)
+        m.load_state_dict(weights)
+        return m.eval().optimize_for_inference().to(torch.bfloat16).state_dict()
+
+    fast, tuned, pristine = after.state_dict(), bf16_copy(s.model.state_dict()), bf16_copy(s._pristine)
+    assert all(torch.equal(fast[k], tuned[k]) for k in fast)  # the fine-tuned weights, optimised, in bf16
+    assert not all(torch.equal(fast[k], pristine[k]) for k in fast)
+    assert len(list(s.propagate(state))) == len(clip.frames)

@@ -111,7 +111,7 @@ def test_online_learning_and_inference_share_the_loop(clip):
     masks = torch.stack([torch.from_numpy(ids == o) for o in (1, 2)], 1).float()[None]  # [1, 2, O, H, W]
     with torch.no_grad():
         logits = pair_logits(model, frames, masks)
-    seg = Segmenter(model, max_size=None, optimize=False)
+    seg = Segmenter(model, max_size=None, optimize=False, precision="fp32")  # the same numbers: fp32 both
     state = seg.init_state(list(clip.frames[:2]))
     seg.add_mask(state, 0, ids[0])
     probs = [p for _, _, p in seg.propagate(state, return_probs=True)]

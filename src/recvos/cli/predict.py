@@ -154,6 +154,7 @@ def predict(args: argparse.Namespace, info: DistInfo) -> int:
         kind=kind,
         threads=args.threads,
         max_size=args.max_size,
+        precision=args.precision,
         allow_random=args.random_weights,
     )
     options = dict(

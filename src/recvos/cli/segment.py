@@ -146,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
                 threads=args.threads,
                 max_size=args.max_size,
                 objectness_threshold=args.objectness_threshold,
+                precision=args.precision,
                 allow_random=args.random_weights,
                 runtime=args.runtime,
                 onnx=args.onnx,

@@ -57,6 +57,28 @@ log = logging.getLogger(__name__)
 __all__ = ["Segmenter", "InferenceState", "PromptFeed", "load_model"]
 
 FrameInput = str | os.PathLike | FrameSource | Iterable[np.ndarray]
+#: the number format the PyTorch runtime propagates in: "auto" is bf16 on a CPU with native bf16
+#: (oneDNN's AVX512-BF16 / AMX kernels) and fp32 elsewhere; BENCHMARKS.md, "ONNX Runtime vs PyTorch"
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 convolutions natively on this CPU (else they are emulated, and slower)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def inference_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype of ``precision`` (one of :data:`PRECISIONS`) on ``device``."""
+    if precision not in PRECISIONS:
+        raise RecvosError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else torch.float32
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
 #: what runs the model: PyTorch, or ONNX Runtime on a graph exported by ``recvos export --onnx``
 RUNTIMES = ("torch", "onnxruntime")
 
@@ -177,8 +199,10 @@ class Segmenter:
     object; ``objectness_threshold`` and ``min_area`` (fraction of the frame) select zero-shot instances.
     ``optimize``: propagate with a copy of the model passed through ``optimize_for_inference`` (BatchNorm
     folded, channels-last; same outputs up to rounding); ``self.model`` itself stays trainable and savable.
+    ``precision`` (:data:`PRECISIONS`): "bf16" propagates with a bf16 copy of the model (frames, masks and
+    recurrent state in bf16; probabilities and outputs in fp32); "auto" picks it on CPUs with native bf16.
     ``model`` may be an :class:`~recvos.inference.onnx.OnnxModel` (ONNX Runtime): it runs as it is, through
-    the same frame loop, prompts and pre/post-processing.
+    the same frame loop, prompts and pre/post-processing ("auto" is then fp32; "bf16" is refused).
     """
 
     def __init__(
@@ -191,10 +215,17 @@ class Segmenter:
         objectness_threshold: float = 0.5,
         min_area: float = 0.001,
         optimize: bool = True,
+        precision: str = "auto",
     ) -> None:
         check_max_size(max_size)
         self.device = torch.device(device)
         self.optimize = optimize
+        if model.inference_only and precision == "bf16":
+            raise RecvosError(
+                f"precision bf16 needs the PyTorch runtime; {model.name} here is inference-only (ONNX Runtime "
+                "or already optimised): use precision fp32 or auto"
+            )
+        self.dtype = torch.float32 if model.inference_only else inference_dtype(precision, self.device)
         self._fast: RecurrentVOS | None = None  # the optimised copy, rebuilt when the weights change
         self.model = model.to(self.device).eval()
         self.max_size = max_size
@@ -205,11 +236,14 @@ class Segmenter:
         self._finetuned_for: int | None = None  # id() of the state the fine-tuning belongs to
 
     def _runner(self) -> RecurrentVOS:
-        """The model used for propagation: ``self.model`` or its optimised copy."""
-        if not self.optimize or self.model.inference_only:  # e.g. an ONNX Runtime model
-            return self.model
+        """The model used for propagation: ``self.model`` or its optimised (and/or bf16) copy."""
+        if self.model.inference_only or not (self.optimize or self.dtype != torch.float32):
+            return self.model  # e.g. an ONNX Runtime model
         if self._fast is None:
-            self._fast = copy.deepcopy(self.model).eval().optimize_for_inference()
+            fast = copy.deepcopy(self.model).eval()
+            if self.optimize:
+                fast.optimize_for_inference()
+            self._fast = fast.to(self.dtype)
         return self._fast
 
     # ---------------------------------------------------------------------------------------- set-up
@@ -342,7 +376,7 @@ class Segmenter:
         for t, frame in enumerate(frames):
             state.next_frame = t
             state.current_frame = check_frame(frame, t, state.frame_size)
-            yield frame_to_tensor(state.current_frame, state.proc_size, self.device)
+            yield frame_to_tensor(state.current_frame, state.proc_size, self.device).to(self.dtype)
 
     def _run(
         self, state: InferenceState, frames: Iterator[np.ndarray], zero_shot: bool, return_probs: bool
@@ -363,7 +397,7 @@ class Segmenter:
             n = r.logits.shape[1]
             slots = list(range(1, n + 1)) if zero_shot else feed.slots
             probs = torch.sigmoid(
-                F.interpolate(r.logits, size=(H, W), mode="bilinear", align_corners=False)[0]
+                F.interpolate(r.logits.float(), size=(H, W), mode="bilinear", align_corners=False)[0]
             )
             prompt = state.prompts.get(r.t, {}) if not zero_shot else {}
             if prompt:
@@ -376,7 +410,7 @@ class Segmenter:
                     },
                 )
             if zero_shot:
-                area = (r.fed[0] > self.mask_threshold).flatten(1).float().mean(1)
+                area = (r.fed[0].float() > self.mask_threshold).flatten(1).float().mean(1)
                 keep = (r.objectness[0] > self.objectness_threshold) & (area > self.min_area)
                 sel = [i for i in keep.nonzero()[:, 0].tolist() if slots[i] not in state.removed]
             else:
@@ -553,7 +587,7 @@ def load_model(
 
     if runtime not in RUNTIMES:
         raise RecvosError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
-    seg_keys = {"objectness_threshold", "min_area", "mask_threshold"}
+    seg_keys = {"objectness_threshold", "min_area", "mask_threshold", "precision"}
     seg_kw = {k: options.pop(k) for k in list(options) if k in seg_keys}
     device = resolve_device(device)
     if threads:
@@ -563,6 +597,10 @@ def load_model(
             raise RecvosError(f"{onnx}: an ONNX file runs with runtime='onnxruntime' (--runtime onnxruntime)")
         return Segmenter(
             resolve_model(name_or_path, kind=kind, **options), device, max_size=max_size, **seg_kw
+        )
+    if seg_kw.get("precision") == "bf16":
+        raise RecvosError(
+            "precision bf16 runs with the PyTorch runtime (--runtime torch); ONNX Runtime runs fp32"
         )
     from recvos.inference.onnx import OnnxModel, require_onnx
 

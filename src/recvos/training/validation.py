@@ -35,7 +35,7 @@ def validate(
     """Global J&F metrics of ``model`` (its own mode) on the first ``max_frames`` frames of each video."""
     was_training = model.training
     zero_shot = model.mode == "zero-shot"
-    seg = Segmenter(model, device, max_size=max_size)
+    seg = Segmenter(model, device, max_size=max_size)  # as users run it (precision "auto" included)
     gts, preds = {}, {}
     try:
         for v in videos:
