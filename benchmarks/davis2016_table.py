@@ -27,6 +27,7 @@ from _common import write_section  # noqa: E402  (benchmarks/ is on sys.path)
 
 from recvos.data.datasets import VideoSequence, open_dataset
 from recvos.evaluation.protocols import evaluate_arrays
+from recvos.inference.segmenter import HANDOFF
 
 Predictor = Callable[[VideoSequence], Iterator[np.ndarray]]
 
@@ -68,12 +69,12 @@ def dis_flow(seq: VideoSequence) -> Iterator[np.ndarray]:
         yield out
 
 
-def recvos_predictor(kind: str, online_steps: int = 0, model: str | None = None) -> Predictor:
+def recvos_predictor(kind: str, online_steps: int = 0, model: str | None = None, **options) -> Predictor:
     """The user path of ``recvos predict``: the object given on its first annotated frame, then propagated."""
     from recvos.inference.dataset import open_sequence
     from recvos.inference.segmenter import load_model
 
-    seg = load_model(model, kind=kind)
+    seg = load_model(model, kind=kind, **options)
     zero_shot = kind == "zero-shot"
 
     def run(seq: VideoSequence) -> Iterator[np.ndarray]:
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", default="../shared/data/davis2016")
     ap.add_argument("--split", default="val")
-    ap.add_argument("--methods", default="copy,flow,oneshot,oneshot-ol,zeroshot")
+    ap.add_argument("--methods", default="copy,flow,oneshot,oneshot-ol,zeroshot-alone,zeroshot")
     ap.add_argument("--online-steps", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
@@ -167,12 +168,24 @@ def main(argv: list[str] | None = None) -> int:
         elif m == "zeroshot":
             rows.append(
                 run_method(
-                    "recvos zero-shot default (unsupervised protocol)",
+                    f"recvos zero-shot default: discovers on frames 0-{HANDOFF - 1}, the one-shot default "
+                    "tracks (unsupervised protocol)",
                     recvos_predictor("zero-shot", 0, args.zeroshot_model),
                     seqs,
                     "unsupervised",
                 )
             )
+        elif m == "zeroshot-alone":
+            rows.append(
+                run_method(
+                    "recvos zero-shot model throughout (`--tracker none`; the zero-shot default before)",
+                    recvos_predictor("zero-shot", 0, args.zeroshot_model, tracker=None),
+                    seqs,
+                    "unsupervised",
+                )
+            )
+        else:
+            ap.error(f"unknown method {m!r}")
         print(rows[-1], file=sys.stderr, flush=True)
     header = "| method | J-Mean | J-Recall | J-Decay | F-Mean | J&F | s/video | ms/frame |\n|---|---|---|---|---|---|---|---|\n"
     body = "".join(

@@ -494,3 +494,103 @@ def test_online_learning_then_bf16_propagation_uses_the_finetuned_weights(clip):
     assert all(torch.equal(fast[k], tuned[k]) for k in fast)  # the fine-tuned weights, optimised, in bf16
     assert not all(torch.equal(fast[k], pristine[k]) for k in fast)
     assert len(list(s.propagate(state))) == len(clip.frames)
+
+
+# --------------------------------------------------------------------------- zero-shot: discover, track
+def _zero_shot_pair(seed: int = 0):
+    torch.manual_seed(seed)
+    z = build_model("rvos-st", mode="zero-shot", hidden_size=16, max_objects=3)
+    o = build_model("rvos-st", hidden_size=16)
+    return z, o
+
+
+def test_discover_then_track_hands_the_reported_objects_to_the_tracker(clip):
+    """Frames before the hand-off are the zero-shot model's; after it, the tracked objects are exactly a
+    one-shot run of the tracker prompted on the hand-off frame with the objects reported there."""
+    z, o = _zero_shot_pair()
+    frames = list(clip.frames)
+    kw = dict(max_size=None, precision="fp32", objectness_threshold=0.0, min_area=0.0)
+    both = Segmenter(z, tracker=o, handoff=3, **kw)
+    got = [(t, ids, m) for t, ids, m in both.propagate(both.init_state(frames), zero_shot=True)]
+    alone = Segmenter(z, **kw)
+    ref = [m for _, _, m in alone.propagate(alone.init_state(frames), zero_shot=True)]
+    for t in range(3):
+        np.testing.assert_array_equal(got[t][2], ref[t])
+    handed = got[2][2]
+    assert handed.max() > 0  # the hand-off really happened (objects were reported on frame 2)
+    tracker = Segmenter(o, max_size=None, precision="fp32")
+    state = tracker.init_state(frames[2:])
+    tracker.add_mask(state, 0, handed)
+    tracked = [m for _, _, m in tracker.propagate(state)]
+    for t in range(3, len(frames)):
+        np.testing.assert_array_equal(got[t][2], tracked[t - 2])
+        assert set(got[t][1]) <= set(np.unique(handed)) - {0}  # the same ids as on the hand-off frame
+    assert [t for t, _, _ in got] == list(range(len(frames)))
+
+
+def test_without_objects_at_the_handoff_the_zero_shot_model_goes_on(clip):
+    z, o = _zero_shot_pair()
+    frames = list(clip.frames)
+    kw = dict(max_size=None, precision="fp32", objectness_threshold=0.0, min_area=0.0)
+    both = Segmenter(z, tracker=o, handoff=2, **kw)
+    state = both.init_state(frames)
+    gen = both.propagate(state, zero_shot=True)
+    first = next(gen)
+    for obj in first[1]:  # the user removes every object before the hand-off frame
+        both.remove_object(state, obj)
+    rest = list(gen)
+    alone = Segmenter(z, **kw)
+    s2 = alone.init_state(frames)
+    g2 = alone.propagate(s2, zero_shot=True)
+    next(g2)
+    for obj in first[1]:
+        alone.remove_object(s2, obj)
+    np.testing.assert_array_equal(np.stack([m for _, _, m in rest]), np.stack([m for _, _, m in g2]))
+
+
+def test_tracker_options_are_checked():
+    z, o = _zero_shot_pair()
+    with pytest.raises(RecvosError, match="the tracker .* is a zero-shot model; it must be a one-shot model"):
+        Segmenter(z, tracker=z)
+    with pytest.raises(RecvosError, match="handoff -1"):
+        Segmenter(z, tracker=o, handoff=-1)
+
+
+def test_load_model_gives_zero_shot_models_the_shipped_tracker():
+    seg = load_model(kind="zero-shot")
+    assert seg.tracker is not None and seg.tracker.mode == "one-shot" and seg.handoff == 6
+    assert load_model(kind="zero-shot", tracker="none").tracker is None
+    assert load_model(kind="zero-shot", tracker=None).tracker is None
+    assert load_model().tracker is None  # one-shot models need none
+
+
+def test_cli_handoff_default_is_the_segmenters():
+    import argparse
+
+    from recvos.cli.options import HANDOFF, add_zero_shot_options, check_model_options
+    from recvos.inference.segmenter import HANDOFF as SEG_HANDOFF
+
+    p = argparse.ArgumentParser()
+    add_zero_shot_options(p)
+    assert HANDOFF == SEG_HANDOFF and p.parse_args([]).handoff == SEG_HANDOFF
+    with pytest.raises(RecvosError, match="--handoff -2"):
+        check_model_options(argparse.Namespace(handoff=-2, max_size=240))
+
+
+def test_objects_removed_after_the_handoff_leave_the_tracker(clip):
+    z, o = _zero_shot_pair(seed=10)  # a seed whose random zero-shot model hands over two objects
+    kw = dict(max_size=None, precision="fp32", objectness_threshold=0.0, min_area=0.0)
+    seg = Segmenter(z, tracker=o, handoff=2, **kw)
+    state = seg.init_state(list(clip.frames))
+    gen = seg.propagate(state, zero_shot=True)
+    out = [next(gen) for _ in range(3)]  # frames 0-2: the tracker has taken over on frame 1
+    ids = out[-1][1]
+    assert len(ids) >= 2
+    seg.remove_object(state, ids[0])
+    t, now, m = next(gen)
+    assert ids[0] not in now and ids[0] not in np.unique(m) and set(now) <= set(ids[1:])
+    for obj in ids[1:]:
+        seg.remove_object(state, obj)
+    rest = list(gen)
+    assert [t for t, _, _ in rest] == list(range(4, len(clip.frames)))
+    assert all(not objs and not m.any() for _, objs, m in rest)

@@ -44,11 +44,37 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+#: recvos.inference.segmenter.HANDOFF (a copy, so that building the parser imports nothing heavy;
+#: tests/test_segmenter.py checks it)
+HANDOFF = 6
+
+
+def add_zero_shot_options(p: argparse.ArgumentParser) -> None:
+    """--tracker, --handoff: how zero-shot propagation follows the objects it discovers."""
+    p.add_argument(
+        "--tracker",
+        default="default",
+        metavar="MODEL",
+        help="zero-shot: the one-shot model that follows the discovered objects after --handoff frames "
+        "(default: the shipped one-shot weights; none: the zero-shot model throughout)",
+    )
+    p.add_argument(
+        "--handoff",
+        type=int,
+        default=HANDOFF,
+        metavar="N",
+        help=f"zero-shot: frames the zero-shot model discovers on before the tracker takes over (default: {HANDOFF})",
+    )
+
+
 def check_model_options(args: argparse.Namespace) -> None:
     """The model options' values, checked before anything is loaded (RecvosError naming the option)."""
     from recvos.errors import RecvosError
     from recvos.inference.inputs import check_max_size
 
+    handoff = getattr(args, "handoff", None)
+    if isinstance(handoff, int) and handoff < 0:
+        raise RecvosError(f"--handoff {handoff}: frames before the tracker takes over, 0 (none) or more")
     threads = getattr(args, "threads", None)
     if isinstance(threads, int) and threads < 1:
         raise RecvosError(f"--threads {threads}: must be 1 or more (or left out for the default)")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recvos.cli.options import add_model_options, check_model_options, sequence_names
+from recvos.cli.options import add_model_options, add_zero_shot_options, check_model_options, sequence_names
 
 if TYPE_CHECKING:
     from recvos.distributed import DistInfo
@@ -45,6 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default=None, help="split (default: the dataset's validation split)")
     p.add_argument("-o", "--output", required=True, metavar="RESULTS", help="results folder")
     add_model_options(p)
+    add_zero_shot_options(p)
     p.add_argument("--zero-shot", action="store_true", help="unsupervised: no masks, discover objects")
     p.add_argument("--online-steps", type=int, default=0, help="online-learning steps per sequence")
     p.add_argument(
@@ -155,6 +156,8 @@ def predict(args: argparse.Namespace, info: DistInfo) -> int:
         threads=args.threads,
         max_size=args.max_size,
         precision=args.precision,
+        tracker=args.tracker,
+        handoff=args.handoff,
         allow_random=args.random_weights,
     )
     options = dict(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recvos.cli.options import PROMPT_METHODS, add_model_options, check_model_options
+from recvos.cli.options import PROMPT_METHODS, add_model_options, add_zero_shot_options, check_model_options
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--online-steps", type=int, default=0, help="online-learning steps on the annotated frame(s)"
     )
     p.add_argument("--objectness-threshold", type=float, default=0.5, help="zero-shot: minimum objectness")
+    add_zero_shot_options(p)
     p.add_argument("--overwrite", action="store_true", help="write into an existing non-empty output folder")
     p.add_argument(
         "--resume",
@@ -147,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
                 max_size=args.max_size,
                 objectness_threshold=args.objectness_threshold,
                 precision=args.precision,
+                tracker=args.tracker,
+                handoff=args.handoff,
                 allow_random=args.random_weights,
                 runtime=args.runtime,
                 onnx=args.onnx,

@@ -49,8 +49,8 @@ from recvos.inference.inputs import (
     resize_binary,
 )
 from recvos.inference.online import FinetuneResult, finetune
-from recvos.models.base import RecurrentVOS
-from recvos.models.feed import ObjectChange
+from recvos.models.base import FrameResult, RecurrentVOS
+from recvos.models.feed import FirstFrameFeed, ObjectChange
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,14 @@ FrameInput = str | os.PathLike | FrameSource | Iterable[np.ndarray]
 #: the number format the PyTorch runtime propagates in: "auto" is bf16 on a CPU with native bf16
 #: (oneDNN's AVX512-BF16 / AMX kernels) and fp32 elsewhere; BENCHMARKS.md, "ONNX Runtime vs PyTorch"
 PRECISIONS = ("auto", "fp32", "bf16")
+#: zero-shot with a tracker: the frame (0-based: frames 0..HANDOFF-1 are the zero-shot model's) on which the
+#: objects the zero-shot model has discovered are handed to the one-shot tracker. Chosen on the 5 held-out
+#: training videos (hand-off after 1, 3, 6, 10 frames: J 0.606, 0.643, 0.656, 0.605; the zero-shot model
+#: throughout 0.570), with the held-out run of the one-shot recipe as the tracker; BENCHMARKS.md, "Zero-shot:
+#: discover, then track"
+HANDOFF = 6
+#: the logits of a zero-shot slot the tracker does not follow (sigmoid: 0)
+EMPTY_LOGIT = -30.0
 
 
 def cpu_has_native_bf16() -> bool:
@@ -180,6 +188,25 @@ class PromptFeed:
         return override(probs[0], given)[None] if given else probs
 
 
+class HandedOverFeed(FirstFrameFeed):
+    """The tracker's feed after a zero-shot hand-off: the discovered objects' masks on its first frame, then
+    its own probabilities; an object the user removes (``remove_object``) leaves the tracker too.
+    ``slots``: the zero-shot slot (0-based) of each tracked object, kept in step with the tracker's slots."""
+
+    def __init__(self, masks: torch.Tensor, slots: list[int], state: InferenceState) -> None:
+        super().__init__(masks)
+        self.slots, self.state = list(slots), state
+
+    def objects(self, t: int) -> ObjectChange | None:
+        if t == 0:
+            return super().objects(t)
+        keep = [i for i, s in enumerate(self.slots) if s + 1 not in self.state.removed]
+        if len(keep) == len(self.slots):
+            return None
+        self.slots = [self.slots[i] for i in keep]
+        return ObjectChange(keep=keep)
+
+
 def override(probs: torch.Tensor, given: dict[int, torch.Tensor]) -> torch.Tensor:
     """probs [O, h, w]; given {slot: bool [h, w]} -> the given slots set to their masks, others cleared there."""
     probs = probs.clone()
@@ -203,6 +230,10 @@ class Segmenter:
     recurrent state in bf16; probabilities and outputs in fp32); "auto" picks it on CPUs with native bf16.
     ``model`` may be an :class:`~recvos.inference.onnx.OnnxModel` (ONNX Runtime): it runs as it is, through
     the same frame loop, prompts and pre/post-processing ("auto" is then fp32; "bf16" is refused).
+    ``tracker``: a one-shot model that takes over zero-shot propagation after ``handoff`` frames: the
+    zero-shot model discovers the objects on frames 0..handoff-1, the objects it reports on frame handoff-1
+    (same selection as its output) become the tracker's prompts there, and the tracker follows them to the
+    end under the same ids. Without one (or with ``handoff`` 0) the zero-shot model runs throughout.
     """
 
     def __init__(
@@ -216,8 +247,21 @@ class Segmenter:
         min_area: float = 0.001,
         optimize: bool = True,
         precision: str = "auto",
+        tracker: RecurrentVOS | None = None,
+        handoff: int = HANDOFF,
     ) -> None:
         check_max_size(max_size)
+        if int(handoff) < 0:
+            raise RecvosError(f"handoff {handoff}: the frames before the tracker takes over, 0 or more")
+        if tracker is not None:
+            if tracker.mode != "one-shot":
+                raise RecvosError(
+                    f"the tracker ({tracker.name}) is a {tracker.mode} model; it must be a one-shot model "
+                    "(--tracker with a one-shot checkpoint, or --tracker none)"
+                )
+            tracker = tracker.to(device).eval()
+        self.tracker, self.handoff = tracker, int(handoff)
+        self._fast_tracker: RecurrentVOS | None = None
         self.device = torch.device(device)
         self.optimize = optimize
         if model.inference_only and precision == "bf16":
@@ -237,14 +281,22 @@ class Segmenter:
 
     def _runner(self) -> RecurrentVOS:
         """The model used for propagation: ``self.model`` or its optimised (and/or bf16) copy."""
-        if self.model.inference_only or not (self.optimize or self.dtype != torch.float32):
-            return self.model  # e.g. an ONNX Runtime model
         if self._fast is None:
-            fast = copy.deepcopy(self.model).eval()
-            if self.optimize:
-                fast.optimize_for_inference()
-            self._fast = fast.to(self.dtype)
+            self._fast = self._prepared(self.model)
         return self._fast
+
+    def _tracker_runner(self) -> RecurrentVOS:
+        if self._fast_tracker is None:
+            self._fast_tracker = self._prepared(self.tracker)
+        return self._fast_tracker
+
+    def _prepared(self, model: RecurrentVOS) -> RecurrentVOS:
+        if model.inference_only or not (self.optimize or self.dtype != torch.float32):
+            return model  # e.g. an ONNX Runtime model
+        fast = copy.deepcopy(model).eval()
+        if self.optimize:
+            fast.optimize_for_inference()
+        return fast.to(self.dtype)
 
     # ---------------------------------------------------------------------------------------- set-up
     def init_state(
@@ -384,7 +436,12 @@ class Segmenter:
         H, W = state.output_size
         feed = PromptFeed(state, zero_shot, self.device)
         seen = 0
-        for r in self._runner().unroll(self._inputs(state, frames), feed):
+        inputs = self._inputs(state, frames)
+        if zero_shot and self.tracker is not None and self.handoff > 0:
+            results = self._discover_then_track(state, inputs, feed)
+        else:
+            results = self._runner().unroll(inputs, feed)
+        for r in results:
             seen = r.t + 1
             if r.logits is None:  # nothing to track yet (objects appear later)
                 state.next_frame = r.t + 1
@@ -410,9 +467,7 @@ class Segmenter:
                     },
                 )
             if zero_shot:
-                area = (r.fed[0].float() > self.mask_threshold).flatten(1).float().mean(1)
-                keep = (r.objectness[0] > self.objectness_threshold) & (area > self.min_area)
-                sel = [i for i in keep.nonzero()[:, 0].tolist() if slots[i] not in state.removed]
+                sel = self._discovered(r, state)
             else:
                 sel = list(range(n))
             obj_ids = [slots[i] for i in sel]
@@ -427,6 +482,68 @@ class Segmenter:
                 f"masks were given for frame(s) {late[:5]} but the video has only {seen} frames (0..{seen - 1}); "
                 "check the mask file names / frame indices"
             )
+
+    def _discovered(self, r: FrameResult, state: InferenceState) -> list[int]:
+        """Zero-shot: the slots (0-based) reported on this frame: objectness and area over their thresholds,
+        not removed by the user (slot i is object i + 1)."""
+        area = (r.fed[0].float() > self.mask_threshold).flatten(1).float().mean(1)
+        keep = (r.objectness[0].float() > self.objectness_threshold) & (area > self.min_area)
+        return [i for i in keep.nonzero()[:, 0].tolist() if i + 1 not in state.removed]
+
+    def _handed_over(self, r: FrameResult, state: InferenceState) -> tuple[list[int], torch.Tensor]:
+        """The slots reported on frame ``r`` and their masks as the id map shows them (each pixel to the most
+        probable object, if at least ``mask_threshold``); a slot left with no pixel is not handed over."""
+        sel = self._discovered(r, state)
+        if not sel:
+            return [], r.fed.new_zeros(0)
+        probs = r.fed[0, sel].float()
+        masks = (probs.argmax(0)[None] == torch.arange(len(sel), device=probs.device)[:, None, None]) & (
+            probs.max(0).values >= self.mask_threshold
+        )
+        kept = masks.flatten(1).any(1).tolist()
+        return [i for i, k in zip(sel, kept, strict=True) if k], masks[kept]
+
+    def _discover_then_track(
+        self, state: InferenceState, inputs: Iterator[torch.Tensor], feed: PromptFeed
+    ) -> Iterator[FrameResult]:
+        """The zero-shot model on frames 0..handoff-1; then the tracker, prompted on frame handoff-1 with the
+        objects reported there (each pixel to the most probable one), to the end. The tracker's results are
+        placed in those objects' slots (the others empty), so ids do not change at the hand-off. If nothing
+        is reported on frame handoff-1, the zero-shot model goes on."""
+        last: list[torch.Tensor] = []
+
+        def tapped() -> Iterator[torch.Tensor]:
+            for x in inputs:
+                last[:] = [x]
+                yield x
+
+        source = tapped()
+        discovering = self._runner().unroll(source, feed)
+        for r in discovering:
+            yield r
+            if r.t == self.handoff - 1:
+                sel, masks = self._handed_over(r, state)
+                if sel:
+                    break
+        else:
+            return
+        discovering.close()
+        n, start = r.logits.shape[1], r.t
+        log.debug("zero-shot: slots %s handed to the tracker on frame %d", [i + 1 for i in sel], start)
+        handed = HandedOverFeed(masks[None].to(r.logits.dtype), sel, state)
+        for q in self._tracker_runner().unroll(itertools.chain(last, source), handed):
+            if q.t == 0:  # the hand-off frame itself, already given
+                continue
+            if q.logits is None:  # the user removed every tracked object
+                yield FrameResult(start + q.t, None, None, None, q.state)
+                continue
+            index = torch.as_tensor(handed.slots, device=q.logits.device)
+            logits = q.logits.new_full((1, n, *q.logits.shape[-2:]), EMPTY_LOGIT).index_copy(
+                1, index, q.logits
+            )
+            fed = q.fed.new_zeros((1, n, *q.fed.shape[-2:])).index_copy(1, index, q.fed)
+            objectness = q.logits.new_zeros(1, n).index_fill(1, index, 1.0)
+            yield FrameResult(start + q.t, logits, objectness, fed, q.state)
 
     # ------------------------------------------------------------------------------ online learning
     def finetune(self, state: InferenceState, steps: int = 50, **options: Any) -> float:
@@ -572,6 +689,8 @@ def load_model(
     runtime: str = "torch",
     onnx: str | os.PathLike | None = None,
     onnx_size: tuple[int, int] = (240, 427),
+    tracker: str | os.PathLike | None = "default",
+    handoff: int = HANDOFF,
     **options: Any,
 ) -> Segmenter:
     """A :class:`Segmenter` for the shipped default (``None``; ``kind`` "one-shot" or "zero-shot"), a
@@ -582,8 +701,17 @@ def load_model(
     ``runtime="onnxruntime"`` runs the model with ONNX Runtime (CPU): the ``onnx`` file written by
     ``recvos export --onnx`` (checked against the model when ``name_or_path`` is given too), or else the
     model exported now for frames of ``onnx_size`` (h, w; the processing size of the videos to segment).
+    ``tracker`` (zero-shot models only): the one-shot model that follows the discovered objects after
+    ``handoff`` frames (:class:`Segmenter`): "default" (the shipped one-shot weights), a checkpoint, or
+    None / "none" for the zero-shot model throughout. It runs with PyTorch whatever the ``runtime``.
     """
     from recvos.models.loading import resolve_model
+
+    def with_tracker(model: RecurrentVOS, **kw: Any) -> Segmenter:
+        follower = None
+        if model.mode == "zero-shot" and tracker is not None and os.fspath(tracker) != "none":
+            follower = resolve_model(None if os.fspath(tracker) == "default" else tracker, kind="one-shot")
+        return Segmenter(model, device, max_size=max_size, tracker=follower, handoff=handoff, **kw)
 
     if runtime not in RUNTIMES:
         raise RecvosError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
@@ -595,9 +723,7 @@ def load_model(
     if runtime == "torch":
         if onnx is not None:
             raise RecvosError(f"{onnx}: an ONNX file runs with runtime='onnxruntime' (--runtime onnxruntime)")
-        return Segmenter(
-            resolve_model(name_or_path, kind=kind, **options), device, max_size=max_size, **seg_kw
-        )
+        return with_tracker(resolve_model(name_or_path, kind=kind, **options), **seg_kw)
     if seg_kw.get("precision") == "bf16":
         raise RecvosError(
             "precision bf16 runs with the PyTorch runtime (--runtime torch); ONNX Runtime runs fp32"
@@ -615,4 +741,4 @@ def load_model(
             model.check_exported_from(
                 resolve_model(name_or_path, kind=kind, **options), os.fspath(name_or_path)
             )
-    return Segmenter(model, device, max_size=max_size, **seg_kw)
+    return with_tracker(model, **seg_kw)
