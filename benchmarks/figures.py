@@ -12,6 +12,9 @@
   ``docs/worst/<rank>_<seq>.jpg`` (prediction filled, ground-truth outline in white): the failures, shown.
 - ``cutie_examples/judo``: objects given on the frames where they appear (0, 5, 8, 13), as a user adds them;
   overlay grid ``docs/judo_overlay.jpg``, checked by eye.
+- ``cutie_examples/judo`` zero-shot, no annotation: the zero-shot model throughout (top row) against the
+  zero-shot default, which hands the objects found on frame 5 to the one-shot tracker (bottom row);
+  ``docs/zeroshot_judo_overlay.jpg``, checked by eye (people entering after the hand-off are not found).
 
     python benchmarks/figures.py --shared ../shared/data --worst 5 --write
 """
@@ -102,8 +105,24 @@ def judo(seg, shared: Path) -> np.ndarray:
         if new:
             seg.add_mask(state, frame_idx=t, mask=new)
     preds = {t: ids for t, _, ids in seg.propagate(state)}
-    picks = [0, 4, 5, 7, 8, 12, 13, 15]
-    return grid([blend(frames[t], preds[t]) for t in picks], cols=4, width=1600)
+    return grid([blend(frames[t], preds[t]) for t in JUDO_PICKS], cols=4, width=1600)
+
+
+JUDO_PICKS = [0, 4, 5, 7, 8, 12, 13, 15]
+
+
+def zero_shot_judo(shared: Path) -> tuple[np.ndarray, str]:
+    """Two rows over cutie_examples/judo without annotation: the zero-shot model throughout, then the
+    zero-shot default (hand-off to the one-shot tracker); and the ids each reports on the picked frames."""
+    frames = list(open_frames(shared / "cutie_examples" / "JPEGImages" / "judo"))
+    rows, lines = [], []
+    for label, tracker in (("zero-shot model throughout", None), ("zero-shot default (hand-off)", "default")):
+        seg = load_model(kind="zero-shot", tracker=tracker)
+        preds = {t: (objs, ids) for t, objs, ids in seg.propagate(seg.init_state(frames), zero_shot=True)}
+        rows += [blend(frames[t], preds[t][1]) for t in JUDO_PICKS]
+        lines.append(f"| {label} | " + " | ".join(str(preds[t][0]) for t in JUDO_PICKS) + " |")
+    head = "| frame | " + " | ".join(map(str, JUDO_PICKS)) + " |\n|---|" + "---|" * len(JUDO_PICKS) + "\n"
+    return grid(rows, cols=len(JUDO_PICKS), width=2400), head + "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,12 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     val_fig = grid(strip, cols=4, width=1280)
 
     judo_fig = judo(seg, shared)
+    zero_fig, zero_table = zero_shot_judo(shared)
+    print(zero_table)
     worst_table, worst = worst_sequences(seg, shared / "davis2016", args.worst) if args.worst else ("", [])
     if worst_table:
         print(worst_table)
 
     if args.write:
         save_jpg(ROOT / "docs" / "judo_overlay.jpg", judo_fig)
+        save_jpg(ROOT / "docs" / "zeroshot_judo_overlay.jpg", zero_fig)
         for rank, (name, strip) in enumerate(worst, start=1):
             save_jpg(ROOT / "docs" / "worst" / f"{rank}_{name}.jpg", strip)
         if worst_table:
@@ -183,7 +205,10 @@ def main(argv: list[str] | None = None) -> int:
             f"Command: `python benchmarks/figures.py --write` (model: {args.model or 'shipped one-shot default'}). "
             "Two objects given on frame 0 (by eye: 1 = bike, 2 = rider); DAVIS-2016 annotates them as one object in "
             "bmx-trees, so the union of the two predictions is scored against it. Overlay: "
-            "`docs/bike_overlay.jpg`.\n\n" + table + "\n"
+            "`docs/bike_overlay.jpg`.\n\n" + table + "\n\n"
+            "Zero-shot on `cutie_examples/judo` (no annotation; ids reported per frame; "
+            "`docs/zeroshot_judo_overlay.jpg`, top row the zero-shot model throughout, bottom row the "
+            "zero-shot default):\n\n" + zero_table + "\n"
         )
         write_section("multiobject_bike", section)
     return 0
