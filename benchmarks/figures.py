@@ -93,6 +93,10 @@ def worst_sequences(seg, root: Path, k: int) -> tuple[str, list[tuple[str, np.nd
     return "\n".join(lines), [(name, strips[name]) for _, name in rows[:k]]
 
 
+#: the frames of cutie_examples/judo shown in its overlays (objects enter on 5, 8 and 13)
+JUDO_PICKS = [0, 4, 5, 7, 8, 12, 13, 15]
+
+
 def judo(seg, shared: Path) -> np.ndarray:
     """Overlay grid of cutie_examples/judo, each object added on the frame it is annotated on."""
     folder = shared / "cutie_examples"
@@ -106,9 +110,6 @@ def judo(seg, shared: Path) -> np.ndarray:
             seg.add_mask(state, frame_idx=t, mask=new)
     preds = {t: ids for t, _, ids in seg.propagate(state)}
     return grid([blend(frames[t], preds[t]) for t in JUDO_PICKS], cols=4, width=1600)
-
-
-JUDO_PICKS = [0, 4, 5, 7, 8, 12, 13, 15]
 
 
 def zero_shot_judo(shared: Path) -> tuple[np.ndarray, str]:

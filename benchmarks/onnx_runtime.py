@@ -182,16 +182,11 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {speed[name][1]:.1f} | {speed[name][3]:.1f} | {r['ms']:.1f} | {r['J']:.4f} | "
             f"{r['iou'][0]:.4f} / {r['iou'][1]:.3f} |"
         )
+    checked = {"int8": "ONNX Runtime int8 (dynamic)", "bf16": next(n for n in runners if "bf16" in n)}
     verdict = " ".join(
-        f"{label} keeps a mean IoU of {iou:.4f} against fp32 (threshold {MIN_IOU}): "
-        + ("it counts." if iou >= MIN_IOU else "it does **not** count.")
-        for label, iou in (
-            (label, results[name]["iou"][0])
-            for label, name in (
-                ("int8", "ONNX Runtime int8 (dynamic)"),
-                ("bf16", next(n for n in runners if "bf16" in n)),
-            )
-        )
+        f"{label} keeps a mean IoU of {results[name]['iou'][0]:.4f} against fp32 (threshold {MIN_IOU}): "
+        + ("it counts." if results[name]["iou"][0] >= MIN_IOU else "it does **not** count.")
+        for label, name in checked.items()
     )
     n_frames = sum(len(v) for v in reference.values())
     table = (

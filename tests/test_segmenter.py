@@ -561,6 +561,7 @@ def test_load_model_gives_zero_shot_models_the_shipped_tracker():
     assert seg.tracker is not None and seg.tracker.mode == "one-shot" and seg.handoff == 6
     assert load_model(kind="zero-shot", tracker="none").tracker is None
     assert load_model(kind="zero-shot", tracker=None).tracker is None
+    assert load_model(kind="zero-shot", handoff=0).tracker is None  # never used: not loaded
     assert load_model().tracker is None  # one-shot models need none
 
 

@@ -496,10 +496,9 @@ class Segmenter:
         sel = self._discovered(r, state)
         if not sel:
             return [], r.fed.new_zeros(0)
-        probs = r.fed[0, sel].float()
-        masks = (probs.argmax(0)[None] == torch.arange(len(sel), device=probs.device)[:, None, None]) & (
-            probs.max(0).values >= self.mask_threshold
-        )
+        k = torch.arange(1, len(sel) + 1)
+        ids = torch.from_numpy(onehot_to_ids(r.fed[0, sel].float(), k.tolist(), self.mask_threshold))
+        masks = (ids[None] == k[:, None, None]).to(r.fed.device)
         kept = masks.flatten(1).any(1).tolist()
         return [i for i, k in zip(sel, kept, strict=True) if k], masks[kept]
 
@@ -709,7 +708,8 @@ def load_model(
 
     def with_tracker(model: RecurrentVOS, **kw: Any) -> Segmenter:
         follower = None
-        if model.mode == "zero-shot" and tracker is not None and os.fspath(tracker) != "none":
+        wanted = tracker is not None and os.fspath(tracker) != "none" and handoff > 0
+        if model.mode == "zero-shot" and wanted:
             follower = resolve_model(None if os.fspath(tracker) == "default" else tracker, kind="one-shot")
         return Segmenter(model, device, max_size=max_size, tracker=follower, handoff=handoff, **kw)
 
