@@ -123,6 +123,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--zeroshot-model", default=None, help="checkpoint (default: the shipped zero-shot weights)"
     )
+    ap.add_argument(
+        "--tracker",
+        default="default",
+        help="zeroshot: the one-shot tracker (default: the shipped one-shot weights)",
+    )
+    ap.add_argument(
+        "--handoff", type=int, default=HANDOFF, help=f"zeroshot: hand-off frame (default {HANDOFF})"
+    )
+    ap.add_argument("--precision", default="auto", help="auto, fp32 or bf16 (recvos rows)")
+    ap.add_argument(
+        "--sequences",
+        default=None,
+        help="comma-separated sequences of the split (e.g. held-out train videos)",
+    )
     ap.add_argument("--limit", type=int, default=0, help="only the first N sequences (smoke)")
     ap.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
     args = ap.parse_args(argv)
@@ -130,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(args.threads)
     ds = open_dataset("davis2016", args.root, args.split)
     seqs = [ds[i] for i in range(len(ds))][: args.limit or None]
+    if args.sequences:
+        seqs = [s for s in seqs if s.name in args.sequences.split(",")]
+    run = {"precision": args.precision}
     rows = []
     for m in args.methods.split(","):
         if m == "copy":
@@ -140,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(
                 run_method(
                     "recvos one-shot default",
-                    recvos_predictor("one-shot", 0, args.oneshot_model),
+                    recvos_predictor("one-shot", 0, args.oneshot_model, **run),
                     seqs,
                     "semi-supervised",
                 )
@@ -151,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(
                 run_method(
                     "previous one-shot default (stage 4)",
-                    recvos_predictor("one-shot", 0, args.previous_oneshot),
+                    recvos_predictor("one-shot", 0, args.previous_oneshot, **run),
                     seqs,
                     "semi-supervised",
                 )
@@ -160,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(
                 run_method(
                     f"recvos one-shot default + online learning ({args.online_steps} steps)",
-                    recvos_predictor("one-shot", args.online_steps, args.oneshot_model),
+                    recvos_predictor("one-shot", args.online_steps, args.oneshot_model, **run),
                     seqs,
                     "semi-supervised",
                 )
@@ -168,9 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         elif m == "zeroshot":
             rows.append(
                 run_method(
-                    f"recvos zero-shot default: discovers on frames 0-{HANDOFF - 1}, the one-shot default "
-                    "tracks (unsupervised protocol)",
-                    recvos_predictor("zero-shot", 0, args.zeroshot_model),
+                    f"recvos zero-shot default: discovers on frames 0-{args.handoff - 1}, the one-shot "
+                    f"{'default' if args.tracker == 'default' else 'tracker'} tracks (unsupervised protocol)",
+                    recvos_predictor(
+                        "zero-shot", 0, args.zeroshot_model, tracker=args.tracker, handoff=args.handoff, **run
+                    ),
                     seqs,
                     "unsupervised",
                 )
@@ -179,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(
                 run_method(
                     "recvos zero-shot model throughout (`--tracker none`; the zero-shot default before)",
-                    recvos_predictor("zero-shot", 0, args.zeroshot_model, tracker=None),
+                    recvos_predictor("zero-shot", 0, args.zeroshot_model, tracker=None, **run),
                     seqs,
                     "unsupervised",
                 )
