@@ -33,6 +33,25 @@ def test_matches_the_lstm_equations():
     assert torch.allclose(c, c_ref) and torch.allclose(h, o * c_ref.tanh())
 
 
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_inference_on_large_channels_last_maps_computes_the_same_step(activation):
+    """Inference on maps of WHOLE_SIGMOID_MIN_PIXELS or more in channels-last takes the gates' sigmoid in one
+    pass: the same h and c as the training path (which keeps the three separate sigmoids)."""
+    from recvos.models.convlstm import WHOLE_SIGMOID_MIN_PIXELS
+
+    torch.manual_seed(0)
+    cell = ConvLSTMCell(3, 4, activation=activation).to(memory_format=torch.channels_last)
+    side = int(WHOLE_SIGMOID_MIN_PIXELS**0.5) + 1
+    x = torch.randn(2, 3, side, side).contiguous(memory_format=torch.channels_last)
+    state = (torch.randn(2, 4, side, side), torch.randn(2, 4, side, side))
+    with torch.enable_grad():
+        ref = cell(x, state)
+    with torch.inference_mode():
+        fast = cell(x, state)
+    for a, b in zip(ref, fast, strict=True):
+        torch.testing.assert_close(a.detach(), b)
+
+
 def test_relu_activation_keeps_state_non_negative():
     cell = ConvLSTMCell(4, 6, activation="relu")
     x = torch.randn(2, 4, 5, 5)

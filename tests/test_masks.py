@@ -234,7 +234,13 @@ def test_onehot_to_ids_same_for_torch_tensors():
     rng = np.random.default_rng(0)
     p = rng.random((3, 7, 9)).astype(np.float32)
     for thr in (0.5, 0.9):
-        np.testing.assert_array_equal(
-            onehot_to_ids(torch.from_numpy(p), [4, 9, 2], thr), onehot_to_ids(p, [4, 9, 2], thr)
-        )
+        for objects in ([4, 9, 2], [7]):  # one object takes a shortcut (a threshold)
+            q = p[: len(objects)]
+            got = onehot_to_ids(torch.from_numpy(q), objects, thr)
+            np.testing.assert_array_equal(got, onehot_to_ids(q, objects, thr))
+            assert got.dtype == np.int64
+    assert onehot_to_ids(torch.from_numpy(np.full((1, 2, 2), 0.5, np.float32)), [3]).tolist() == [
+        [3, 3],
+        [3, 3],
+    ]
     assert onehot_to_ids(torch.zeros(0, 2, 3), []).shape == (2, 3)

@@ -172,17 +172,26 @@ class RecurrentVOS(nn.Module):
         )
 
     # -- inference speed ---------------------------------------------------------------------------------
-    def optimize_for_inference(self, channels_last: bool = True, fuse_batchnorm: bool = True) -> RecurrentVOS:
+    def optimize_for_inference(
+        self, channels_last: bool = True, fuse_batchnorm: bool = True, pack: bool = True
+    ) -> RecurrentVOS:
         """Make this model faster for inference, in place: eval mode, BatchNorm folded into the preceding
-        convolutions, channels-last weights (faster oneDNN convolutions on CPU). Outputs are unchanged up
-        to float rounding. Afterwards the model cannot be trained (``train()`` raises) nor saved (its
-        state dict lacks the BatchNorm entries): optimise a copy, keep the original for checkpoints.
+        convolutions, channels-last weights (faster oneDNN convolutions on CPU), and (``pack``) every
+        convolution run by oneDNN on CPU with its weight pre-packed and the activation of a folded
+        BatchNorm fused in (:mod:`recvos.models.packed_conv`). Outputs are unchanged up to float rounding.
+        Afterwards the model cannot be trained (``train()`` raises) nor saved (its state dict lacks the
+        BatchNorm entries): optimise a copy, keep the original for checkpoints. Convert the copy's dtype
+        or device after this call as needed: weights are packed on first use, for the dtype they have then.
         """
         self.eval()
         if fuse_batchnorm:
             fuse_conv_bn_(self)
         if channels_last:
             self.to(memory_format=torch.channels_last)
+        if pack:
+            from recvos.models.packed_conv import pack_convolutions_
+
+            pack_convolutions_(self)
         self.inference_only = True
         return self
 
@@ -223,6 +232,8 @@ def fuse_conv_bn_(module: nn.Module) -> int:
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+    from recvos.models.packed_conv import FoldedActivation
+
     fused = 0
     for parent in list(module.modules()):
         children = list(parent.named_children())
@@ -232,7 +243,7 @@ def fuse_conv_bn_(module: nn.Module) -> int:
             if conv.out_channels != bn.num_features or not bn.track_running_stats or bn.training:
                 continue
             setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
-            act = nn.Sequential(bn.drop, bn.act) if hasattr(bn, "act") else nn.Identity()
+            act = FoldedActivation(bn.drop, bn.act) if hasattr(bn, "act") else nn.Identity()
             setattr(parent, bn_name, act)
             fused += 1
     return fused

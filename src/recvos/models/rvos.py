@@ -316,8 +316,11 @@ class RVOS(RecurrentVOS):
         keys, vals = keys.to(q.dtype), vals.to(q.dtype).flatten(2)
         P = keys.shape[-1]
         sim = torch.einsum("beq,boken->boqkn", q.flatten(2), keys).flatten(3)  # [B, O, Q, (1+K)P]
-        invalid = (valid < 0.5).repeat_interleave(P, 2)[:, :, None]  # [B, O, 1, (1+K)P]
-        sim = sim.masked_fill(invalid, float("-inf"))
+        invalid = valid < 0.5
+        if torch.compiler.is_exporting() or bool(invalid.any()):  # the memory is full after K frames
+            sim = sim.masked_fill(
+                invalid.repeat_interleave(P, 2)[:, :, None], float("-inf")
+            )  # [B, O, 1, (1+K)P]
         k = min(self.mem_top_k, sim.shape[-1])
         top, idx = sim.topk(k, dim=-1)  # [B, O, Q, k]
         weight = torch.softmax(top * self.mem_log_scale.exp(), dim=-1)
