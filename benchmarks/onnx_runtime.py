@@ -2,7 +2,9 @@
 
 The shipped one-shot default (or ``--model``) is exported once (``recvos.inference.onnx.export_onnx``, for
 240x427 frames) and quantised with ``onnxruntime.quantization.quantize_dynamic`` (int8 weights, activations
-quantised at run time). For each runtime:
+quantised at run time). PyTorch runs eager, optimised (``optimize_for_inference``: BatchNorm folded,
+channels-last, convolutions packed by oneDNN) in fp32 and bf16, and optimised without the packing (the
+optimisation before it) in the precision this CPU defaults to. For each runtime:
 
 - **speed**: ms/frame of the model's own loop (``unroll``: init_state + one step per frame) on the first
   ``--frames`` frames of DAVIS bear (decoded and resized to 240x427 beforehand) with 1 and 3 objects (the
@@ -63,6 +65,19 @@ def ms_per_frame(
                     pass
                 best[name] = min(best[name], 1000 * (time.perf_counter() - t0) / len(frames))
     return best
+
+
+def unpacked_segmenter(model, precision: str):
+    """A Segmenter propagating with the optimisation of before oneDNN packing (``pack=False``): BatchNorm
+    folded, channels-last, eager convolutions. It sets the Segmenter's optimised copy directly (a private
+    attribute: a comparison for this benchmark only)."""
+    import copy
+
+    from recvos.inference.segmenter import Segmenter
+
+    seg = Segmenter(model, precision=precision)
+    seg._fast = copy.deepcopy(model).optimize_for_inference(pack=False).to(seg.dtype)
+    return seg
 
 
 def quantize_pair(src: Path, dst: Path) -> None:
@@ -142,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             "PyTorch eager": Segmenter(model, optimize=False, precision="fp32"),
             f"PyTorch optimised fp32{mark.get('fp32', '')}": Segmenter(model, precision="fp32"),
             f"PyTorch optimised bf16{mark.get('bf16', '')}": Segmenter(model, precision="bf16"),
+            f"PyTorch optimised {default}, convolutions not packed (before)": unpacked_segmenter(
+                model, default
+            ),
             "ONNX Runtime fp32": Segmenter(OnnxModel(tmp / "fp32.onnx", args.threads)),
             "ONNX Runtime int8 (dynamic)": Segmenter(OnnxModel(tmp / "int8.onnx", args.threads)),
         }
