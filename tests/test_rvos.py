@@ -294,3 +294,75 @@ def test_zero_shot_memory_remembers_its_own_masks(unroll):
     out = unroll(model.train(), frames)
     out.logits.mean().backward()
     assert model.ref_embed.weight.grad is not None and model.mem_log_scale.grad is not None
+
+
+class _LateFeed:
+    """Objects 0 and 1 on frame 0, object 2 entering on frame 2 (appended), object 0 re-prompted on frame 4;
+    the model's own masks fed back."""
+
+    zero_shot = False
+
+    def __init__(self, masks: torch.Tensor) -> None:  # masks [B, T, 3, H, W]
+        self.masks = masks
+
+    def objects(self, t: int):
+        from recvos.models.feed import ObjectChange
+
+        if t == 0:
+            return ObjectChange(masks=self.masks[:, 0, :2])
+        if t == 2:
+            return ObjectChange(masks=self.masks[:, 2, 2:])
+        if t == 4:
+            reset = torch.tensor([[True, False, False]]).expand(self.masks.shape[0], -1)
+            return ObjectChange(masks=self.masks[:, 4], reset=reset)
+        return None
+
+    def feedback(self, t: int, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits)
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_memory_readout_shared_by_objects_equals_the_per_object_readout(late, monkeypatch):
+    """Objects given on the same frame share their keys: similarities and top-k run once for all of them.
+    The outputs equal those of the per-object readout, also when objects enter or are re-prompted later
+    (their keys differ until their memory is full again: the shared path must not be taken then)."""
+    from recvos.models.feed import FirstFrameFeed
+
+    model = tiny("rvos-st", reference=True, ref_dim=8, memory=2, mem_top_k=5).eval()
+    frames, masks = clip(B=2, T=8, O=3)
+    shared_calls: list[bool] = []
+    decide = RVOS._keys_shared
+
+    def spy(state):
+        shared_calls.append(decide(state))
+        return shared_calls[-1]
+
+    def run():
+        feed = _LateFeed(masks) if late else FirstFrameFeed(masks[:, 0])
+        with torch.no_grad():
+            return torch.cat([r.logits for r in model.unroll(frames.unbind(1), feed)], 1)
+
+    monkeypatch.setattr(RVOS, "_keys_shared", staticmethod(spy))
+    fast = run()
+    taken = list(shared_calls)
+    monkeypatch.setattr(RVOS, "_keys_shared", staticmethod(lambda state: False))
+    torch.testing.assert_close(fast, run(), atol=1e-5, rtol=1e-5)
+    # frames 0-1 share (objects 0 and 1 given on frame 0); from frame 2 on object 2 has its own reference
+    # (frame 2), so they never share again; without late objects every frame shares
+    assert taken == ([True, True] + [False] * 6 if late else [True] * 8)
+
+
+def test_zero_shot_memory_readout_shared_by_slots_equals_the_per_slot_readout(monkeypatch):
+    from recvos.models.feed import ClipFeed
+
+    model = tiny("rvos-st", mode="zero-shot", max_objects=3, memory=2, ref_dim=8).eval()
+    frames, _ = clip(B=2, T=4, O=3)
+
+    def run():
+        with torch.no_grad():
+            return model.unroll_clip(frames, ClipFeed(zero_shot=True)).logits
+
+    assert RVOS._keys_shared(model.init_state(frames[:, 0], None))
+    fast = run()
+    monkeypatch.setattr(RVOS, "_keys_shared", staticmethod(lambda state: False))
+    torch.testing.assert_close(fast, run(), atol=1e-5, rtol=1e-5)

@@ -102,14 +102,15 @@ class ConvLSTMCell(nn.Module):
 
     def forward(
         self,
-        x: torch.Tensor | None,
+        x: torch.Tensor | Sequence[torch.Tensor] | None,
         state: LSTMState,
         extra: Sequence[torch.Tensor] = (),
         shared_gates: torch.Tensor | None = None,
     ) -> LSTMState:
         """One step.
 
-        x [N, input_dim, H, W] or None (input_dim = 0); state (h, c) [N, hidden_dim, H, W];
+        x [N, input_dim, H, W], or its parts along channels (concatenated once, with the state), or None
+        (input_dim = 0); state (h, c) [N, hidden_dim, H, W];
         extra: ``extra_hidden`` tensors [N, hidden_dim, H, W]; shared_gates [B, 4 * hidden_dim, H, W] from
         :meth:`shared_gates`, with N a multiple of B (item n belongs to group n // (N // B)).
         Returns the new (h, c).
@@ -117,7 +118,8 @@ class ConvLSTMCell(nn.Module):
         h, c = state
         if len(extra) != self.extra_hidden:
             raise ValueError(f"expected {self.extra_hidden} extra hidden inputs, got {len(extra)}")
-        parts = ([x] if x is not None else []) + [h, *extra]
+        inputs = [] if x is None else [x] if isinstance(x, torch.Tensor) else list(x)
+        parts = [*inputs, h, *extra]
         gates = self.conv(parts[0] if len(parts) == 1 else torch.cat(parts, 1))
         if shared_gates is not None:
             gates = group_add(gates, shared_gates)

@@ -272,20 +272,22 @@ class RVOS(RecurrentVOS):
 
     def _match(self, q: torch.Tensor, state: RVOSState) -> torch.Tensor:
         B, _, h, w = q.shape
-        sim = torch.einsum(
-            "bep,boeq->boqp", q.flatten(2), state.ref_emb.flatten(3).to(q.dtype)
-        )  # [B, O, Q, P]
+        ref = state.ref_emb
+        if ref.shape[1] > 1 and ref.stride(1) == 0 and not torch.compiler.is_exporting():
+            ref = ref[:, :1]  # one reference embedding for all objects: match it once
+        sim = torch.einsum("bep,boeq->boqp", q.flatten(2), ref.flatten(3).to(q.dtype))  # [B, O or 1, Q, P]
         m = state.ref_mask.to(q.dtype).unsqueeze(-1)  # [B, O, Q, 1]
         fg = (sim - 2 * (1 - m)).amax(2)
         bg = (sim - 2 * m).amax(2)
         return torch.stack([fg, bg], 2).view(B, -1, 2, h, w)
 
     def remember(self, state: RVOSState, prev_masks: torch.Tensor, size: tuple[int, int]) -> RVOSState:
-        """The state with the last frame (``state.last_key``) and its fed-back masks [B, O, H, W] written into
-        each object's memory, the oldest entry dropped."""
-        val = F.interpolate(prev_masks.to(state.mem_val.dtype), size=size, mode="area").flatten(
-            2
-        )  # [B, O, P]
+        """The state with the last frame (``state.last_key``) and its fed-back masks [B, O, H, W] (area-resized
+        to the memory's ``size`` unless already at it) written into each object's memory, the oldest entry
+        dropped."""
+        if tuple(prev_masks.shape[-2:]) != tuple(size):
+            prev_masks = F.interpolate(prev_masks.to(state.mem_val.dtype), size=size, mode="area")
+        val = prev_masks.to(state.mem_val.dtype).flatten(2)  # [B, O, P]
         keep = slice(1, None)
         return replace(
             state,
@@ -301,32 +303,52 @@ class RVOS(RecurrentVOS):
     def read_memory(self, q: torch.Tensor, state: RVOSState) -> torch.Tensor:
         """Embeddings of the current frame [B, E, h, w] -> per-object [own readout, others' readout] maps
         [B, O, 2, h, w]: top-k softmax attention over each object's reference and memory pixels, carrying the
-        object's mask values."""
+        object's mask values.
+
+        Objects share their keys in the usual case (all given on the same frame: one reference embedding,
+        and memories filled at the same steps); then similarities and top-k are computed once for all of them
+        (:meth:`_keys_shared`) and only the mask values are read per object: the same result, O times less
+        work."""
         B, E, h, w = q.shape
         nobj = state.mem_key.shape[1]
+        n = 1 if self._keys_shared(state) else nobj  # objects whose keys are matched
         keys, vals, valid = (
-            state.mem_key,
+            state.mem_key[:, :n],
             state.mem_val,
-            state.mem_valid,
-        )  # [B, O, K, E, P], [B, O, K, P], [B, O, K]
+            state.mem_valid[:, :n],
+        )  # [B, n, K, E, P], [B, O, K, P], [B, n, K]
         if state.ref_emb is not None:  # the reference frame is always remembered
-            keys = torch.cat([state.ref_emb.flatten(3).unsqueeze(2), keys], 2)
+            keys = torch.cat([state.ref_emb[:, :n].flatten(3).unsqueeze(2), keys], 2)
             vals = torch.cat([state.ref_mask.unsqueeze(2), vals], 2)
-            valid = torch.cat([valid.new_ones(B, nobj, 1), valid], 2)
+            valid = torch.cat([valid.new_ones(B, n, 1), valid], 2)
         keys, vals = keys.to(q.dtype), vals.to(q.dtype).flatten(2)
         P = keys.shape[-1]
-        sim = torch.einsum("beq,boken->boqkn", q.flatten(2), keys).flatten(3)  # [B, O, Q, (1+K)P]
+        sim = torch.einsum("beq,boken->boqkn", q.flatten(2), keys).flatten(3)  # [B, n, Q, (1+K)P]
         invalid = valid < 0.5
         if torch.compiler.is_exporting() or bool(invalid.any()):  # the memory is full after K frames
             sim = sim.masked_fill(
                 invalid.repeat_interleave(P, 2)[:, :, None], float("-inf")
-            )  # [B, O, 1, (1+K)P]
+            )  # [B, n, 1, (1+K)P]
         k = min(self.mem_top_k, sim.shape[-1])
-        top, idx = sim.topk(k, dim=-1)  # [B, O, Q, k]
+        top, idx = sim.topk(k, dim=-1)  # [B, n, Q, k]
         weight = torch.softmax(top * self.mem_log_scale.exp(), dim=-1)
-        own = (weight * vals.unsqueeze(2).expand(-1, -1, h * w, -1).gather(-1, idx)).sum(-1)  # [B, O, Q]
+        picked = vals.unsqueeze(2).expand(-1, -1, h * w, -1).gather(-1, idx.expand(-1, nobj, -1, -1))
+        own = (weight * picked).sum(-1)  # [B, O, Q]
         others = own.sum(1, keepdim=True) - own
         return torch.stack([own, others], 2).view(B, nobj, 2, h, w)
+
+    @staticmethod
+    def _keys_shared(state: RVOSState) -> bool:
+        """Whether all objects attend to the same keys: more than one object, one reference embedding for all
+        (the expanded view :meth:`init_state` makes when they are given on the same frame), and the same
+        memory entries filled (each step writes the same frame's keys for every object, so filled entries
+        hold the same keys). Objects added or re-prompted later break it until their memory is full again."""
+        if state.mem_key.shape[1] < 2 or torch.compiler.is_exporting():
+            return False
+        if state.ref_emb is not None and state.ref_emb.stride(1) != 0:
+            return False
+        valid = state.mem_valid
+        return bool((valid == valid[:, :1]).all())
 
     def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A state dict of the same RVOS with fewer matching inputs (no ``reference``, or no ``memory``) -> one
@@ -363,6 +385,13 @@ class RVOS(RecurrentVOS):
             if prev_masks is None or prev_masks.shape[:2] != (B, nobj):
                 raise RecvosError(f"{self.name} ({self.mode}) needs prev_masks [B={B}, O={nobj}, H, W]")
             pm = prev_masks.to(frame.dtype)
+            by_size: dict[tuple[int, int], torch.Tensor] = {}
+
+            def resized(hw: tuple[int, int]) -> torch.Tensor:  # pm area-resized, once per size
+                if hw not in by_size:
+                    by_size[hw] = F.interpolate(pm, size=hw, mode="area")
+                return by_size[hw]
+
         if self.ref_embed is not None:
             q = self._embed(feats[2])
             if self.reference:
@@ -374,13 +403,13 @@ class RVOS(RecurrentVOS):
             if self.memory:
                 if state.mem_key is None:
                     raise RecvosError("this RVOS state has no memory (build it with this model's init_state)")
-                state = self.remember(state, pm, tuple(q.shape[-2:]))
+                state = self.remember(state, resized(tuple(q.shape[-2:])), tuple(q.shape[-2:]))
                 maps.append(self.read_memory(q, state))
                 state = replace(state, last_key=q.flatten(2).unsqueeze(1).expand(-1, nobj, -1, -1))
         parts: list[list[torch.Tensor]] = [[] for _ in sizes]
         if self.one_shot:  # the previous masks, area-resized to each level: [B, O, 1, H_l, W_l]
             for level, hw in enumerate(sizes):
-                parts[level].append(F.interpolate(pm, size=hw, mode="area").unsqueeze(2))
+                parts[level].append(resized(hw).unsqueeze(2))
         if maps:
             flat = torch.cat(maps, 2).flatten(0, 1)
             for level, hw in enumerate(sizes):
@@ -428,8 +457,7 @@ class RVOS(RecurrentVOS):
                 parts.append(F.interpolate(hs[-1], size=sizes[level], mode="bilinear", align_corners=False))
             if masks[level] is not None:
                 parts.append(masks[level])
-            x = None if not parts else parts[0] if len(parts) == 1 else torch.cat(parts, 1)
-            h, c = cell(x, states[level], extras[level], shared_gates=shared[level])
+            h, c = cell(parts or None, states[level], extras[level], shared_gates=shared[level])
             hs.append(h)
             cs.append(c)
         return hs, cs
