@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -121,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         help="with method 'previous': the one-shot default it replaces (a checkpoint or an exported .pt.gz), as a row",
     )
     ap.add_argument(
+        "--previous-label",
+        default="previous one-shot default",
+        help="with method 'previous': its row's label (default: %(default)s)",
+    )
+    ap.add_argument(
         "--zeroshot-model", default=None, help="checkpoint (default: the shipped zero-shot weights)"
     )
     ap.add_argument(
@@ -132,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         "--handoff", type=int, default=HANDOFF, help=f"zeroshot: hand-off frame (default {HANDOFF})"
     )
     ap.add_argument("--precision", default="auto", help="auto, fp32 or bf16 (recvos rows)")
+    ap.add_argument(
+        "--memory", type=int, default=None, help="one-shot rows: memory frames (default: each model's own)"
+    )
     ap.add_argument(
         "--sequences",
         default=None,
@@ -147,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sequences:
         seqs = [s for s in seqs if s.name in args.sequences.split(",")]
     run = {"precision": args.precision}
+    one = {**run, "memory": args.memory}  # the one-shot rows
     rows = []
     for m in args.methods.split(","):
         if m == "copy":
@@ -157,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(
                 run_method(
                     "recvos one-shot default",
-                    recvos_predictor("one-shot", 0, args.oneshot_model, **run),
+                    recvos_predictor("one-shot", 0, args.oneshot_model, **one),
                     seqs,
                     "semi-supervised",
                 )
@@ -167,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                 ap.error("method 'previous' needs --previous-oneshot PATH")
             rows.append(
                 run_method(
-                    "previous one-shot default (stage 4)",
-                    recvos_predictor("one-shot", 0, args.previous_oneshot, **run),
+                    args.previous_label,
+                    recvos_predictor("one-shot", 0, args.previous_oneshot, **one),
                     seqs,
                     "semi-supervised",
                 )
@@ -177,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(
                 run_method(
                     f"recvos one-shot default + online learning ({args.online_steps} steps)",
-                    recvos_predictor("one-shot", args.online_steps, args.oneshot_model, **run),
+                    recvos_predictor("one-shot", args.online_steps, args.oneshot_model, **one),
                     seqs,
                     "semi-supervised",
                 )
@@ -218,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         machine = (
             f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}"
         )
-        cmd = "python benchmarks/davis2016_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        cmd = "python benchmarks/davis2016_table.py " + shlex.join(argv if argv is not None else sys.argv[1:])
         section = (
             f"## DAVIS-2016 val ({len(seqs)} sequences), official protocol on 480p masks\n\n"
             f"Command: `{cmd}` — machine: {machine}.\n\n{table}"

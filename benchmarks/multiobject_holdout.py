@@ -38,13 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--memory", type=int, nargs="*", default=[], help="run each model with each memory size (frames)"
+    )
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     clips = composites(args.root, args.frames, (240, 427), args.seed)
     rows = []
-    for spec in args.models:
-        seg = load_model(None if spec == "default" else spec, kind="one-shot")
+    for model, memory in [(m, k) for m in args.models for k in args.memory or [None]]:
+        seg = load_model(None if model == "default" else model, kind="one-shot", memory=memory)
+        spec = f"`{model}`" + (f", memory {memory}" if memory else "")
         gts, preds = {}, {}
         for name, (f, ids, _) in clips.items():  # the user path: objects prompted where they first appear
             state = open_sequence(seg, ArrayVideo(name, f, ids))
@@ -64,13 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for spec, jf, j, f, per in rows:
         lines.append(
-            f"| `{spec}` | {jf:.3f} | {j:.3f} | {f:.3f} | "
+            f"| {spec} | {jf:.3f} | {j:.3f} | {f:.3f} | "
             + " | ".join(", ".join(per[n]) for n in names)
             + " |"
         )
     body = (
         "## Multi-object one-shot on held-out composites\n\n"
-        f"Command: `python benchmarks/multiobject_holdout.py --models {' '.join(args.models)} --write` "
+        f"Command: `python benchmarks/multiobject_holdout.py --models {' '.join(args.models)}"
+        + (f" --memory {' '.join(map(str, args.memory))}" if args.memory else "")
+        + " --write` "
         f"({args.threads} threads). Each held-out DAVIS-2016 training video (never trained on) with one object of "
         f"the next held-out video pasted in (seeded, same for every model), first {args.frames} frames at 240x427, "
         "both objects given on frame 0, official semi-supervised protocol per object.\n\n"

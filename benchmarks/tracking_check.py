@@ -79,8 +79,8 @@ def dis_flow(frames: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return pred
 
 
-def recvos_predictor(spec: str):
-    seg = load_model(None if spec == "default" else spec, kind="one-shot")
+def recvos_predictor(spec: str, memory: int | None = None):
+    seg = load_model(None if spec == "default" else spec, kind="one-shot", memory=memory)
 
     def run(frames: np.ndarray, ids: np.ndarray) -> np.ndarray:
         state = open_sequence(seg, ArrayVideo("clip", frames, ids))
@@ -107,12 +107,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--memory", type=int, nargs="*", default=[], help="run each model with each memory size (frames)"
+    )
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     clips = build_clips(args.root, args.frames, args.seed)
     methods = [("copy first mask", copy_first), ("DIS optical flow", dis_flow)]
-    methods += [(f"recvos `{m}`", recvos_predictor(m)) for m in args.models]
+    methods += [
+        (f"recvos `{m}`" + (f", memory {k}" if k else ""), recvos_predictor(m, k))
+        for m in args.models
+        for k in args.memory or [None]
+    ]
     rows = []
     for label, predict in methods:
         t0 = time.perf_counter()
@@ -128,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"| {r[0]} | {r[1]:.3f} | {r[2]:.3f} | {r[3]:.3f} | {r[4]:.3f} | {r[5]:.0f} |" for r in rows]
     body = (
         "## Tracking check: small objects, several objects, same-kind distractors (held-out videos)\n\n"
-        f"Command: `python benchmarks/tracking_check.py --models {' '.join(args.models)} --write` on {cpu_name()}, "
+        f"Command: `python benchmarks/tracking_check.py --models {' '.join(args.models)}"
+        + (f" --memory {' '.join(map(str, args.memory))}" if args.memory else "")
+        + f" --write` on {cpu_name()}, "
         f"{args.threads} threads. {len(clips)} clips of {args.frames} frames at 240x427 ({n_obj} labelled objects): "
         "each held-out DAVIS-2016 training video with two small objects of other held-out videos pasted in "
         "(scale 0.15-0.4) and an unlabelled copy of one of them; official semi-supervised protocol per object. "

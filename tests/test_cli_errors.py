@@ -78,6 +78,8 @@ def readonly_dir(tmp_path):
     "option, needle",
     [
         (["--threads", "0"], "--threads 0"),
+        (["--memory", "0"], "--memory 0"),
+        (["--memory", "65"], "--memory 65"),
         (["--threads", "-1"], "--threads -1"),
         (["--max-size", "1"], "max_size (--max-size) 1"),
         (["--max-size", "-5"], "max_size (--max-size) -5"),

@@ -457,6 +457,46 @@ def test_auto_precision_follows_the_cpu(monkeypatch):
         Segmenter(model, precision="fp16")
 
 
+# ----------------------------------------------------------------------------------------- memory size
+def test_memory_option_sets_the_frames_the_propagating_copy_remembers(clip):
+    """memory=K: the propagating copy keeps K frames per object (the state's size; the weights are the same),
+    the model itself keeps the value it was trained with; by default the model's own value."""
+    torch.manual_seed(0)
+    model = build_model("rvos-st", hidden_size=16, reference=True, ref_dim=4, memory=2)
+    frame = torch.from_numpy(np.asarray(clip.frames[0])).permute(2, 0, 1)[None].float() / 255
+    first = torch.from_numpy(np.asarray(clip.masks[0]) == 1)[None, None].float()
+    for kw, want in (({}, 2), ({"memory": 5}, 5), ({"memory": 5, "optimize": False, "precision": "fp32"}, 5)):
+        s = Segmenter(model, max_size=None, **kw)
+        state = s.init_state(list(clip.frames))
+        s.add_mask(state, 0, np.asarray(clip.masks[0]))
+        assert len(list(s.propagate(state))) == len(clip.frames)
+        runner = s._runner()
+        assert runner is not model and runner.memory == want
+        with torch.inference_mode():  # the copy was made while propagating (inference tensors)
+            assert runner.init_state(frame.to(s.dtype), first.to(s.dtype)).mem_key.shape[2] == want
+    assert model.memory == 2 and model.config["memory"] == 2
+
+
+@pytest.mark.parametrize(
+    "memory, needle",
+    [(0, "1..64"), (65, "1..64"), (True, "1..64"), ("3", "1..64"), (3, "no matching memory")],
+)
+def test_memory_option_errors(memory, needle):
+    model = build_model("rvos-st", hidden_size=16)  # no memory
+    with pytest.raises(RecvosError, match=needle):
+        Segmenter(model, memory=memory)
+
+
+def test_memory_of_an_inference_only_model_is_fixed():
+    import copy
+
+    model = build_model("rvos-st", hidden_size=16, reference=True, ref_dim=4, memory=2)
+    fast = copy.deepcopy(model).optimize_for_inference()
+    assert Segmenter(fast, memory=2, precision="fp32").memory == 2  # its own value: fine
+    with pytest.raises(RecvosError, match="inference-only"):
+        Segmenter(fast, memory=4, precision="fp32")
+
+
 def test_bf16_with_onnxruntime_is_refused_before_exporting(tmp_path):
     with pytest.raises(RecvosError, match="bf16 runs with the PyTorch runtime"):
         load_model("rvos-st", runtime="onnxruntime", precision="bf16", allow_random=True, hidden_size=16)

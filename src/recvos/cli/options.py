@@ -10,7 +10,7 @@ QUALITY_SIZE = 480
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    """--model, --device, --threads, --max-size, --quality, --precision, --random-weights."""
+    """--model, --device, --threads, --max-size, --quality, --precision, --memory, --random-weights."""
     p.add_argument(
         "--model", default=None, help="checkpoint path or model name (default: the shipped weights)"
     )
@@ -36,6 +36,14 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="number format of the PyTorch runtime; auto: bf16 on CPUs with native bf16 (about 16%% faster, "
         "same masks to an IoU of 0.99; BENCHMARKS.md), else fp32 (default: auto)",
+    )
+    p.add_argument(
+        "--memory",
+        type=int,
+        default=None,
+        metavar="FRAMES",
+        help="frames each object's matching memory holds, 1..64 (default: the model's; the shipped one-shot "
+        "model: 6). More follows appearance changes longer and costs a little speed",
     )
     p.add_argument(
         "--random-weights",
@@ -75,6 +83,9 @@ def check_model_options(args: argparse.Namespace) -> None:
     handoff = getattr(args, "handoff", None)
     if isinstance(handoff, int) and handoff < 0:
         raise RecvosError(f"--handoff {handoff}: frames before the tracker takes over, 0 (none) or more")
+    memory = getattr(args, "memory", None)
+    if isinstance(memory, int) and not 1 <= memory <= 64:  # MAX_MEMORY of recvos.inference.segmenter
+        raise RecvosError(f"--memory {memory}: the frames each object remembers, 1..64 (or left out)")
     threads = getattr(args, "threads", None)
     if isinstance(threads, int) and threads < 1:
         raise RecvosError(f"--threads {threads}: must be 1 or more (or left out for the default)")

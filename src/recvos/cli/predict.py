@@ -156,6 +156,7 @@ def predict(args: argparse.Namespace, info: DistInfo) -> int:
         threads=args.threads,
         max_size=args.max_size,
         precision=args.precision,
+        memory=args.memory,
         tracker=args.tracker,
         handoff=args.handoff,
         allow_random=args.random_weights,

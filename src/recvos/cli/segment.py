@@ -148,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
                 max_size=args.max_size,
                 objectness_threshold=args.objectness_threshold,
                 precision=args.precision,
+                memory=args.memory,
                 tracker=args.tracker,
                 handoff=args.handoff,
                 allow_random=args.random_weights,

@@ -230,6 +230,8 @@ class Segmenter:
     recurrent state in bf16; probabilities and outputs in fp32); "auto" picks it on CPUs with native bf16.
     ``model`` may be an :class:`~recvos.inference.onnx.OnnxModel` (ONNX Runtime): it runs as it is, through
     the same frame loop, prompts and pre/post-processing ("auto" is then fp32; "bf16" is refused).
+    ``memory``: the frames each object's matching memory holds, for models with one (the trained value by
+    default; the weights do not depend on it, the speed a little: BENCHMARKS.md, "Memory frames at inference").
     ``tracker``: a one-shot model that takes over zero-shot propagation after ``handoff`` frames: the
     zero-shot model discovers the objects on frames 0..handoff-1, the objects it reports on frame handoff-1
     (same selection as its output) become the tracker's prompts there, and the tracker follows them to the
@@ -249,8 +251,10 @@ class Segmenter:
         precision: str = "auto",
         tracker: RecurrentVOS | None = None,
         handoff: int = HANDOFF,
+        memory: int | None = None,
     ) -> None:
         check_max_size(max_size)
+        check_memory(memory, [m for m in (model, tracker) if m is not None])
         if int(handoff) < 0:
             raise RecvosError(f"handoff {handoff}: the frames before the tracker takes over, 0 or more")
         if tracker is not None:
@@ -261,6 +265,7 @@ class Segmenter:
                 )
             tracker = tracker.to(device).eval()
         self.tracker, self.handoff = tracker, int(handoff)
+        self.memory = memory
         self._fast_tracker: RecurrentVOS | None = None
         self.device = torch.device(device)
         self.optimize = optimize
@@ -291,9 +296,12 @@ class Segmenter:
         return self._fast_tracker
 
     def _prepared(self, model: RecurrentVOS) -> RecurrentVOS:
-        if model.inference_only or not (self.optimize or self.dtype != torch.float32):
+        resize = self.memory is not None and getattr(model, "memory", 0) not in (0, self.memory)
+        if model.inference_only or not (self.optimize or self.dtype != torch.float32 or resize):
             return model  # e.g. an ONNX Runtime model
         fast = copy.deepcopy(model).eval()
+        if resize:
+            fast.memory = self.memory  # the state's size: the weights do not depend on it
         if self.optimize:
             fast.optimize_for_inference()
         return fast.to(self.dtype)
@@ -678,6 +686,29 @@ class Segmenter:
         self._finetuned_for = None
 
 
+#: the most frames a matching memory may hold (as in training: RVOS(memory=...))
+MAX_MEMORY = 64
+
+
+def check_memory(memory: int | None, models: list[RecurrentVOS]) -> None:
+    """A memory size for these models (None: theirs) or a one-line :class:`RecvosError`."""
+    if memory is None:
+        return
+    if isinstance(memory, bool) or not isinstance(memory, int) or not 1 <= memory <= MAX_MEMORY:
+        raise RecvosError(f"memory {memory!r}: the frames each object remembers, 1..{MAX_MEMORY}")
+    for m in models:
+        if m.inference_only and getattr(m, "memory", None) != memory:
+            raise RecvosError(
+                f"memory {memory}: {m.name} is inference-only (ONNX Runtime, or already optimised) and its memory "
+                "is fixed; use the PyTorch runtime with the model as trained"
+            )
+    if not any(getattr(m, "memory", 0) > 0 for m in models):
+        names = ", ".join(m.name for m in models)
+        raise RecvosError(
+            f"memory {memory}: {names} has no matching memory (only models trained with memory > 0 have one)"
+        )
+
+
 def load_model(
     name_or_path: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
@@ -695,7 +726,8 @@ def load_model(
     """A :class:`Segmenter` for the shipped default (``None``; ``kind`` "one-shot" or "zero-shot"), a
     checkpoint path, or a model name from the registry (random weights, with a warning).
 
-    ``options`` go to :class:`Segmenter` (``objectness_threshold``, ``min_area``, ``mask_threshold``) or,
+    ``options`` go to :class:`Segmenter` (``objectness_threshold``, ``min_area``, ``mask_threshold``,
+    ``precision``, ``memory``) or,
     for a model name, to ``build_model``. ``threads`` sets torch's CPU threads (default: torch's choice).
     ``runtime="onnxruntime"`` runs the model with ONNX Runtime (CPU): the ``onnx`` file written by
     ``recvos export --onnx`` (checked against the model when ``name_or_path`` is given too), or else the
@@ -715,7 +747,7 @@ def load_model(
 
     if runtime not in RUNTIMES:
         raise RecvosError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
-    seg_keys = {"objectness_threshold", "min_area", "mask_threshold", "precision"}
+    seg_keys = {"objectness_threshold", "min_area", "mask_threshold", "precision", "memory"}
     seg_kw = {k: options.pop(k) for k in list(options) if k in seg_keys}
     device = resolve_device(device)
     if threads:
