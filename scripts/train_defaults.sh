@@ -23,8 +23,9 @@ $RECVOS train --config configs/default_zeroshot.yaml --out runs/default_zeroshot
 # zero-shot, stage 2: continue from stage 1's best held-out checkpoint on a fresh, lower-lr schedule
 $RECVOS train --config configs/default_zeroshot_ft.yaml --out runs/default_zeroshot_ft
 
+# trained with a 3-frame memory, shipped running with 6 (BENCHMARKS.md, "Memory frames at inference")
 python -m recvos.training.export runs/default_oneshot_final/checkpoints/step_00000600.pt --kind one-shot \
-    --preset configs/default_oneshot_final.yaml \
+    --preset configs/default_oneshot_final.yaml --memory 6 \
     --data "DAVIS-2016 train (all 30 videos) + composite + pseudo-videos (incl. the DAVIS-2017 test-dev first frames) + synthetic clips"
 python -m recvos.training.export runs/default_zeroshot_ft/checkpoints/best.pt --kind zero-shot \
     --preset configs/default_zeroshot_ft.yaml --data "$DATA"

@@ -238,14 +238,24 @@ def default_checkpoint_path(kind: str = "one-shot", manifest: Path = MANIFEST) -
     return path
 
 
-def export_weights(checkpoint: str | Path, out_file: str | Path, half: bool = True) -> Path:
-    """Write the model part of ``checkpoint`` to ``out_file`` (fp16 floats when ``half``; gzip for ``.gz``)."""
+def export_weights(
+    checkpoint: str | Path, out_file: str | Path, half: bool = True, memory: int | None = None
+) -> Path:
+    """Write the model part of ``checkpoint`` to ``out_file`` (fp16 floats when ``half``; gzip for ``.gz``).
+    ``memory``: the frames the exported model's matching memory holds when it runs (its config's
+    ``memory``; the weights do not depend on it), for a model trained with a memory."""
     ckpt = read_checkpoint(checkpoint)
     missing = [k for k in MODEL_KEYS if k not in ckpt]
     if missing:
         raise RecvosError(f"{checkpoint}: not a recvos checkpoint (missing {missing})")
     model = {k: ckpt[k] for k in MODEL_KEYS}
     model["model_config"] = dict(model["model_config"], backbone_weights=None)
+    if memory is not None:
+        if not model["model_config"].get("memory"):
+            raise RecvosError(f"{checkpoint}: --memory {memory}: this model was trained without a memory")
+        if not 1 <= int(memory) <= 64:
+            raise RecvosError(f"--memory {memory}: the frames each object remembers, 1..64")
+        model["model_config"]["memory"] = int(memory)
     if half:
         model["state_dict"] = {
             k: (v.half() if v.is_floating_point() else v) for k, v in model["state_dict"].items()

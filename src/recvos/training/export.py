@@ -49,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metrics-json", default=None, help="a JSON object of measured metrics to record")
     ap.add_argument("--notes", default="")
     ap.add_argument("--fp32", action="store_true", help="keep fp32 tensors")
+    ap.add_argument(
+        "--memory",
+        type=int,
+        default=None,
+        help="frames the exported model's matching memory holds when it runs (default: as trained)",
+    )
     args = ap.parse_args(argv)
     folder = Path(args.weights_dir)
     if not folder.is_dir():
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{folder}: weights folder not found; run from the repository root or pass --weights-dir"
         )
     name = args.name or f"default_{args.kind.replace('-', '')}.pt.gz"
-    path = export_weights(args.checkpoint, folder / name, half=not args.fp32)
+    path = export_weights(args.checkpoint, folder / name, half=not args.fp32, memory=args.memory)
     model = load_checkpoint(path)  # proves the shipped file loads strictly; gives the recorded name/config
     metrics = json.loads(Path(args.metrics_json).read_text()) if args.metrics_json else {}
     entry = {
