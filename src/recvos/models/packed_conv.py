@@ -10,9 +10,10 @@ the two operators PyTorch's own compiler (Inductor) emits for CPU convolutions. 
 the eager convolution and activation (same oneDNN kernels; equal in bf16 and to float rounding in fp32).
 
 :func:`pack_convolutions_` swaps them in, in place, for :meth:`RecurrentVOS.optimize_for_inference`. It is
-only for inference: the packed weight is a copy, so later changes to the weight are not seen (a model
-optimised for inference cannot be trained). Where oneDNN cannot run the call (a CUDA tensor, a PyTorch
-build without these operators, a layout it refuses) the module runs the plain convolution and activation.
+for inference: with autograd on and a trainable weight the module runs the plain convolution; a weight
+replaced or edited in place is packed again on its next use. Where oneDNN cannot run the call (a CUDA
+tensor, a PyTorch build without these operators, a layout it refuses) the module runs the plain convolution
+and activation. timm's TensorFlow-style same padding is applied without zero-filling the whole padded copy.
 """
 
 from __future__ import annotations
