@@ -25,6 +25,45 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def command_and_machine(script: str, argv: list[str] | None, threads: int) -> tuple[str, str]:
+    """The command line of a run of ``benchmarks/<script>`` (``argv``: its arguments, None for sys.argv's)
+    and this machine's description, for a BENCHMARKS.md section."""
+    import shlex
+    import sys
+
+    import torch
+
+    args = shlex.join(argv if argv is not None else sys.argv[1:])
+    cmd = f"python benchmarks/{script} {args}".strip()
+    machine = (
+        f"{cpu_name()}, {threads} threads, torch {torch.__version__}, Python {platform.python_version()}"
+    )
+    return cmd, machine
+
+
+def report(
+    section: str,
+    title: str,
+    script: str,
+    argv: list[str] | None,
+    threads: int,
+    about: str,
+    table: str,
+    write: bool,
+) -> None:
+    """Print ``table``; with ``write``, make it the BENCHMARKS.md section ``section``: the title (dated), the
+    command and machine (:func:`command_and_machine`) followed by ``about``, then the table."""
+    from datetime import date
+
+    print(table)
+    if write:
+        cmd, machine = command_and_machine(script, argv, threads)
+        write_section(
+            section,
+            f"{title} ({date.today().isoformat()})\n\nCommand: `{cmd}` — machine: {machine}{about}\n\n{table}\n",
+        )
+
+
 def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
     """Replace (or append) the section ``<!-- name:start -->…<!-- name:end -->`` of BENCHMARKS.md.
 

@@ -15,15 +15,13 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import sys
 import time
-from datetime import date
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does, before torch starts OpenMP
 
 import torch  # noqa: E402
-from _common import cpu_name, write_section  # noqa: E402  (benchmarks/ is on sys.path)
+from _common import report  # noqa: E402  (benchmarks/ is on sys.path)
 
 from recvos.inference.segmenter import inference_dtype  # noqa: E402
 from recvos.models.feed import FirstFrameFeed  # noqa: E402
@@ -69,17 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         f"| {k}{' (the shipped default)' if k == base.memory else ''} | {best[k, 1]:.1f} | {best[k, 3]:.1f} |"
         for k in models
     )
-    print(table)
-    if args.write:
-        cmd = "python benchmarks/memory_frames.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        machine = f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}, Python {platform.python_version()}"
-        write_section(
-            "memory_frames",
-            f"### Speed by memory size ({date.today().isoformat()})\n\n"
-            f"Command: `{cmd.strip()}` — machine: {machine}, {str(dtype).removeprefix('torch.')}. The shipped "
-            f"one-shot default's loop over {args.frames} frames at {SIZE[1]}x{SIZE[0]}, the sizes alternating, best "
-            f"of {args.rounds - 1} rounds after a warm-up.\n\n" + table + "\n",
-        )
+    about = (
+        f", {str(dtype).removeprefix('torch.')}. The shipped one-shot default's loop over {args.frames} frames at "
+        f"{SIZE[1]}x{SIZE[0]}, the sizes alternating, best of {args.rounds - 1} rounds after a warm-up."
+    )
+    title = "### Speed by memory size"
+    report("memory_frames", title, "memory_frames.py", argv, args.threads, about, table, args.write)
     return 0
 
 

@@ -16,15 +16,13 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import sys
 import time
-from datetime import date
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does, before torch starts OpenMP
 
 import torch  # noqa: E402
-from _common import cpu_name, write_section  # noqa: E402  (benchmarks/ is on sys.path)
+from _common import report  # noqa: E402  (benchmarks/ is on sys.path)
 
 from recvos.models.feed import FirstFrameFeed  # noqa: E402
 from recvos.models.loading import resolve_model  # noqa: E402
@@ -116,17 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         "| precision | part | eager ms | packed ms | packed / eager |\n|---|---|---|---|---|\n"
         + "\n".join(f"| {d} | {label} | {e:.2f} | {pk:.2f} | {pk / e:.2f} |" for d, label, e, pk in rows)
     )
-    print(table)
-    if args.write:
-        cmd = "python benchmarks/packed_conv.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        machine = f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}, Python {platform.python_version()}"
-        write_section(
-            "packed_conv",
-            f"## oneDNN packed convolutions, part by part ({date.today().isoformat()})\n\n"
-            f"Command: `{cmd.strip()}` — machine: {machine}. The shipped one-shot default optimised without and "
-            f"with packing; best of {args.rounds} rounds, the two alternating; gate rows time the gate "
-            "convolution and the shared-input one at the shapes of a 1-object frame.\n\n" + table + "\n",
-        )
+    about = (
+        f". The shipped one-shot default optimised without and with packing; best of {args.rounds} rounds, the two "
+        "alternating; gate rows time the gate convolution and the shared-input one at the shapes of a 1-object frame."
+    )
+    title = "## oneDNN packed convolutions, part by part"
+    report("packed_conv", title, "packed_conv.py", argv, args.threads, about, table, args.write)
     return 0
 
 
