@@ -80,12 +80,14 @@ def check_model_options(args: argparse.Namespace) -> None:
     from recvos.errors import RecvosError
     from recvos.inference.inputs import check_max_size
 
-    handoff = getattr(args, "handoff", None)
-    if isinstance(handoff, int) and handoff < 0:
-        raise RecvosError(f"--handoff {handoff}: frames before the tracker takes over, 0 (none) or more")
-    memory = getattr(args, "memory", None)
-    if isinstance(memory, int) and not 1 <= memory <= 64:  # MAX_MEMORY of recvos.inference.segmenter
-        raise RecvosError(f"--memory {memory}: the frames each object remembers, 1..64 (or left out)")
+    if isinstance(getattr(args, "handoff", None), int):
+        from recvos.inference.segmenter import check_handoff
+
+        check_handoff(args.handoff, "--handoff")
+    if getattr(args, "memory", None) is not None:
+        from recvos.models.rvos import check_memory_frames
+
+        check_memory_frames(args.memory, "--memory")
     threads = getattr(args, "threads", None)
     if isinstance(threads, int) and threads < 1:
         raise RecvosError(f"--threads {threads}: must be 1 or more (or left out for the default)")

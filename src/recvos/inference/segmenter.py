@@ -255,8 +255,7 @@ class Segmenter:
     ) -> None:
         check_max_size(max_size)
         check_memory(memory, [m for m in (model, tracker) if m is not None])
-        if int(handoff) < 0:
-            raise RecvosError(f"handoff {handoff}: the frames before the tracker takes over, 0 or more")
+        check_handoff(int(handoff))
         if tracker is not None:
             if tracker.mode != "one-shot":
                 raise RecvosError(
@@ -686,16 +685,19 @@ class Segmenter:
         self._finetuned_for = None
 
 
-#: the most frames a matching memory may hold (as in training: RVOS(memory=...))
-MAX_MEMORY = 64
+def check_handoff(handoff: int, label: str = "handoff") -> None:
+    """A hand-off frame count (0: no hand-off) or a one-line :class:`RecvosError` naming ``label``."""
+    if handoff < 0:
+        raise RecvosError(f"{label} {handoff}: the frames before the tracker takes over, 0 (none) or more")
 
 
 def check_memory(memory: int | None, models: list[RecurrentVOS]) -> None:
     """A memory size for these models (None: theirs) or a one-line :class:`RecvosError`."""
     if memory is None:
         return
-    if isinstance(memory, bool) or not isinstance(memory, int) or not 1 <= memory <= MAX_MEMORY:
-        raise RecvosError(f"memory {memory!r}: the frames each object remembers, 1..{MAX_MEMORY}")
+    from recvos.models.rvos import check_memory_frames
+
+    check_memory_frames(memory)
     for m in models:
         if m.inference_only and getattr(m, "memory", None) != memory:
             raise RecvosError(

@@ -253,8 +253,9 @@ def export_weights(
     if memory is not None:
         if not model["model_config"].get("memory"):
             raise RecvosError(f"{checkpoint}: --memory {memory}: this model was trained without a memory")
-        if not 1 <= int(memory) <= 64:
-            raise RecvosError(f"--memory {memory}: the frames each object remembers, 1..64")
+        from recvos.models.rvos import check_memory_frames
+
+        check_memory_frames(int(memory), "--memory")
         model["model_config"]["memory"] = int(memory)
     if half:
         model["state_dict"] = {

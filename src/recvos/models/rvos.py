@@ -61,13 +61,28 @@ from recvos.models.base import MODES, RecurrentVOS, StepOutput, scan_objects
 from recvos.models.convlstm import ConvLSTMCell
 from recvos.models.state import RecurrentState
 
-__all__ = ["RVOS", "RVOSState", "VARIANTS"]
+__all__ = ["RVOS", "RVOSState", "VARIANTS", "MAX_MEMORY", "check_memory_frames"]
 
 VARIANTS = ("S", "T", "ST")
 #: matching maps per object with ``reference=True``: best similarity to the object, and to the rest of the frame
 MATCH_MAPS = 2
 #: memory readout maps per object with ``memory > 0``: the object's own readout, the other objects' sum
 MEMORY_MAPS = 2
+#: the most frames an object's matching memory may hold (``memory``, in training and at inference)
+MAX_MEMORY = 64
+
+
+def check_memory_frames(memory: object, label: str = "memory") -> None:
+    """A memory size to run with (1..MAX_MEMORY frames), or a one-line RecvosError naming ``label``."""
+    if isinstance(memory, bool) or not isinstance(memory, int) or not 1 <= memory <= MAX_MEMORY:
+        raise RecvosError(f"{label} {memory!r}: the frames each object remembers, 1..{MAX_MEMORY}")
+
+
+def _one_for_all_objects(t: torch.Tensor) -> bool:
+    """Whether a per-object state tensor [B, O, ...] holds one value for all objects (the expanded view
+    :meth:`RVOS.init_state` makes of the reference embedding when they are given on the same frame): its
+    work can be done once. Never while exporting (the graph takes any state)."""
+    return t.shape[1] > 1 and t.stride(1) == 0 and not torch.compiler.is_exporting()
 
 
 @dataclass
@@ -143,8 +158,8 @@ class RVOS(RecurrentVOS):
             raise RecvosError(f"RVOS hidden_size must be a positive multiple of 8 (got {hidden_size})")
         if reference and mode != "one-shot":
             raise RecvosError("reference=True needs mode='one-shot' (zero-shot has no reference masks)")
-        if memory < 0 or memory > 64:
-            raise RecvosError(f"memory must be 0..64 frames (got {memory})")
+        if memory < 0 or memory > MAX_MEMORY:
+            raise RecvosError(f"memory must be 0..{MAX_MEMORY} frames (got {memory})")
         if mem_top_k < 1:
             raise RecvosError(f"mem_top_k must be >= 1 (got {mem_top_k})")
         if ref_dim < 1:
@@ -273,7 +288,7 @@ class RVOS(RecurrentVOS):
     def _match(self, q: torch.Tensor, state: RVOSState) -> torch.Tensor:
         B, _, h, w = q.shape
         ref = state.ref_emb
-        if ref.shape[1] > 1 and ref.stride(1) == 0 and not torch.compiler.is_exporting():
+        if _one_for_all_objects(ref):
             ref = ref[:, :1]  # one reference embedding for all objects: match it once
         sim = torch.einsum("bep,boeq->boqp", q.flatten(2), ref.flatten(3).to(q.dtype))  # [B, O or 1, Q, P]
         m = state.ref_mask.to(q.dtype).unsqueeze(-1)  # [B, O, Q, 1]
@@ -285,9 +300,10 @@ class RVOS(RecurrentVOS):
         """The state with the last frame (``state.last_key``) and its fed-back masks [B, O, H, W] (area-resized
         to the memory's ``size`` unless already at it) written into each object's memory, the oldest entry
         dropped."""
-        if tuple(prev_masks.shape[-2:]) != tuple(size):
-            prev_masks = F.interpolate(prev_masks.to(state.mem_val.dtype), size=size, mode="area")
-        val = prev_masks.to(state.mem_val.dtype).flatten(2)  # [B, O, P]
+        val = prev_masks.to(state.mem_val.dtype)
+        if tuple(val.shape[-2:]) != tuple(size):
+            val = F.interpolate(val, size=size, mode="area")
+        val = val.flatten(2)  # [B, O, P]
         keep = slice(1, None)
         return replace(
             state,
@@ -345,7 +361,7 @@ class RVOS(RecurrentVOS):
         hold the same keys). Objects added or re-prompted later break it until their memory is full again."""
         if state.mem_key.shape[1] < 2 or torch.compiler.is_exporting():
             return False
-        if state.ref_emb is not None and state.ref_emb.stride(1) != 0:
+        if state.ref_emb is not None and not _one_for_all_objects(state.ref_emb):
             return False
         valid = state.mem_valid
         return bool((valid == valid[:, :1]).all())
