@@ -194,10 +194,16 @@ def test_cli_export_then_segment_with_onnxruntime(tmp_path, ckpt, capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "name, options", [("rvos-s", {"mode": "zero-shot", "max_objects": 2, "hidden_size": 16}), ("s2s", {})]
+    "name, options",
+    [
+        ("rvos-s", {"mode": "zero-shot", "max_objects": 2, "hidden_size": 16}),
+        ("s2s", {}),
+        ("s2s", {"hidden_size": 32, "reference": True, "ref_dim": 8, "memory": 2}),
+    ],
 )
 def test_other_models_export_with_parity(tmp_path, name, options):
-    """A zero-shot RVOS (fixed slots, objectness) and S2S (objects folded into the batch) export too."""
+    """A zero-shot RVOS (fixed slots, objectness), S2S (objects folded into the batch) and S2S with the
+    matching option (reference and memory in its state) export too."""
     torch.manual_seed(0)
     model = build_model(name, **options).eval()
     export_onnx(model, tmp_path / "m.onnx", size=SIZE)

@@ -176,6 +176,24 @@ def test_s2s_object_joining_later_runs_the_initializer(clip):
     assert joined.num_objects == 2 and torch.equal(joined.h[:, 1], fresh.h[:, 0])
 
 
+@pytest.mark.parametrize("memory", [None, 4])
+def test_s2s_with_matching_memory_tracks_objects_added_later(clip, memory):
+    """S2S's matching option through the Segmenter: an object added on frame 2 gets its own reference and
+    memory entry; memory=K resizes the propagating copy's memory, as for RVOS."""
+    torch.manual_seed(0)
+    model = build_model(
+        "s2s", hidden_size=16, decoder_dims=(16, 8, 8, 8, 8), reference=True, ref_dim=4, memory=2
+    )
+    seg = Segmenter(model, memory=memory)
+    state = seg.init_state(list(clip.frames))
+    seg.add_mask(state, 0, {1: clip.masks[0] == 1})
+    seg.add_mask(state, 2, {2: clip.masks[2] == 2})
+    seen = {t: (ids, probs) for t, ids, probs in seg.propagate(state, return_probs=True)}
+    assert seen[1][0] == [1] and seen[5][0] == [1, 2]
+    np.testing.assert_array_equal(seen[2][1][1] > 0.5, clip.masks[2] == 2)
+    assert seg._runner().memory == (memory or 2)
+
+
 def test_remove_object(seg, clip):
     state = seg.init_state(list(clip.frames))
     seg.add_mask(state, 0, clip.masks[0])

@@ -59,30 +59,17 @@ from recvos.errors import RecvosError
 from recvos.models.backbones import DEFAULT_BACKBONE, build_backbone
 from recvos.models.base import MODES, RecurrentVOS, StepOutput, scan_objects
 from recvos.models.convlstm import ConvLSTMCell
+from recvos.models.memory import (
+    MAX_MEMORY,
+    MatchingMemory,
+    check_memory_frames,
+    matching_options,
+)
 from recvos.models.state import RecurrentState
 
 __all__ = ["RVOS", "RVOSState", "VARIANTS", "MAX_MEMORY", "check_memory_frames"]
 
 VARIANTS = ("S", "T", "ST")
-#: matching maps per object with ``reference=True``: best similarity to the object, and to the rest of the frame
-MATCH_MAPS = 2
-#: memory readout maps per object with ``memory > 0``: the object's own readout, the other objects' sum
-MEMORY_MAPS = 2
-#: the most frames an object's matching memory may hold (``memory``, in training and at inference)
-MAX_MEMORY = 64
-
-
-def check_memory_frames(memory: object, label: str = "memory") -> None:
-    """A memory size to run with (1..MAX_MEMORY frames), or a one-line RecvosError naming ``label``."""
-    if isinstance(memory, bool) or not isinstance(memory, int) or not 1 <= memory <= MAX_MEMORY:
-        raise RecvosError(f"{label} {memory!r}: the frames each object remembers, 1..{MAX_MEMORY}")
-
-
-def _one_for_all_objects(t: torch.Tensor) -> bool:
-    """Whether a per-object state tensor [B, O, ...] holds one value for all objects (the expanded view
-    :meth:`RVOS.init_state` makes of the reference embedding when they are given on the same frame): its
-    work can be done once. Never while exporting (the graph takes any state)."""
-    return t.shape[1] > 1 and t.stride(1) == 0 and not torch.compiler.is_exporting()
 
 
 @dataclass
@@ -107,7 +94,7 @@ class RVOSState(RecurrentState):
     last_key: torch.Tensor | None = None
 
 
-class RVOS(RecurrentVOS):
+class RVOS(MatchingMemory, RecurrentVOS):
     """RVOS with a configurable backbone, recurrence variant and mode (see the module docs).
 
     Its backbone sees only the frame (``accepts_features``), so it can train from cached features.
@@ -158,12 +145,7 @@ class RVOS(RecurrentVOS):
             raise RecvosError(f"RVOS hidden_size must be a positive multiple of 8 (got {hidden_size})")
         if reference and mode != "one-shot":
             raise RecvosError("reference=True needs mode='one-shot' (zero-shot has no reference masks)")
-        if memory < 0 or memory > MAX_MEMORY:
-            raise RecvosError(f"memory must be 0..{MAX_MEMORY} frames (got {memory})")
-        if mem_top_k < 1:
-            raise RecvosError(f"mem_top_k must be >= 1 (got {mem_top_k})")
-        if ref_dim < 1:
-            raise RecvosError(f"ref_dim must be >= 1 (got {ref_dim})")
+        matching_options(reference, memory, mem_top_k, ref_dim)
         if max_objects < 1:
             raise RecvosError(f"max_objects must be >= 1 (got {max_objects})")
         self.name = f"rvos-{variant.lower()}"
@@ -210,9 +192,7 @@ class RVOS(RecurrentVOS):
         self.ref_embed = nn.Conv2d(self.backbone.channels[2], ref_dim, 1) if reference or memory else None
         # softmax temperature of the memory readout, as a log scale (cosine similarity * 20 at init)
         self.mem_log_scale = nn.Parameter(torch.tensor(3.0)) if memory else None
-        mask_dim = (
-            (1 if self.one_shot else 0) + (MATCH_MAPS if reference else 0) + (MEMORY_MAPS if memory else 0)
-        )
+        mask_dim = (1 if self.one_shot else 0) + self.matching_maps
         self.cells = nn.ModuleList(
             ConvLSTMCell(
                 input_dim=(self.hidden_dims[i - 1] if i else 0) + mask_dim,
@@ -249,19 +229,8 @@ class RVOS(RecurrentVOS):
         ]
         state = RVOSState(num_objects=num_objects, hidden=hidden, cell=[t.clone() for t in hidden])
         if self.ref_embed is not None:
-            emb = self._embed(self.backbone(frame)[2])  # [B, E, h, w]
-            if self.reference:
-                m = F.interpolate(masks.to(emb.dtype), size=emb.shape[-2:], mode="area")
-                state.ref_emb = emb.unsqueeze(1).expand(
-                    -1, num_objects, -1, -1, -1
-                )  # a view: one copy per frame
-                state.ref_mask = m.flatten(2)
-            if self.memory:
-                E, P = emb.shape[1], emb.shape[2] * emb.shape[3]
-                state.mem_key = emb.new_zeros(B, num_objects, self.memory, E, P)
-                state.mem_val = emb.new_zeros(B, num_objects, self.memory, P)
-                state.mem_valid = emb.new_zeros(B, num_objects, self.memory)
-                state.last_key = emb.flatten(2).unsqueeze(1).expand(-1, num_objects, -1, -1)
+            fields = self._init_matching(self._embed(self.backbone(frame)[2]), masks, num_objects)
+            state = replace(state, **fields)
         return state
 
     def encode(self, frame: torch.Tensor) -> list[torch.Tensor]:
@@ -272,99 +241,6 @@ class RVOS(RecurrentVOS):
         feats = self.backbone(frame)
         skips = [proj(f) for proj, f in zip(self.skips, feats[::-1], strict=True)]
         return skips, feats
-
-    def _embed(self, f16: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.ref_embed(f16), dim=1)
-
-    def match(self, f16: torch.Tensor, state: RVOSState) -> torch.Tensor:
-        """Current f16 features [B, C, h, w] -> per-object [best fg, best bg] similarity maps [B, O, 2, h, w].
-
-        A reference pixel counts as object to the degree of its (soft) mask: its similarity is lowered by
-        2 * (1 - mask) for the object map (2 * mask for the background map), which removes it entirely at
-        mask 0, since cosine similarities lie in [-1, 1].
-        """
-        return self._match(self._embed(f16), state)
-
-    def _match(self, q: torch.Tensor, state: RVOSState) -> torch.Tensor:
-        B, _, h, w = q.shape
-        ref = state.ref_emb
-        if _one_for_all_objects(ref):
-            ref = ref[:, :1]  # one reference embedding for all objects: match it once
-        sim = torch.einsum("bep,boeq->boqp", q.flatten(2), ref.flatten(3).to(q.dtype))  # [B, O or 1, Q, P]
-        m = state.ref_mask.to(q.dtype).unsqueeze(-1)  # [B, O, Q, 1]
-        fg = (sim - 2 * (1 - m)).amax(2)
-        bg = (sim - 2 * m).amax(2)
-        return torch.stack([fg, bg], 2).view(B, -1, 2, h, w)
-
-    def remember(self, state: RVOSState, prev_masks: torch.Tensor, size: tuple[int, int]) -> RVOSState:
-        """The state with the last frame (``state.last_key``) and its fed-back masks [B, O, H, W] (area-resized
-        to the memory's ``size`` unless already at it) written into each object's memory, the oldest entry
-        dropped."""
-        val = prev_masks.to(state.mem_val.dtype)
-        if tuple(val.shape[-2:]) != tuple(size):
-            val = F.interpolate(val, size=size, mode="area")
-        val = val.flatten(2)  # [B, O, P]
-        keep = slice(1, None)
-        return replace(
-            state,
-            mem_key=torch.cat(
-                [state.mem_key[:, :, keep], state.last_key.unsqueeze(2).to(state.mem_key.dtype)], 2
-            ),
-            mem_val=torch.cat([state.mem_val[:, :, keep], val.unsqueeze(2)], 2),
-            mem_valid=torch.cat(
-                [state.mem_valid[:, :, keep], state.mem_valid.new_ones(*val.shape[:2], 1)], 2
-            ),
-        )
-
-    def read_memory(self, q: torch.Tensor, state: RVOSState) -> torch.Tensor:
-        """Embeddings of the current frame [B, E, h, w] -> per-object [own readout, others' readout] maps
-        [B, O, 2, h, w]: top-k softmax attention over each object's reference and memory pixels, carrying the
-        object's mask values.
-
-        Objects share their keys in the usual case (all given on the same frame: one reference embedding,
-        and memories filled at the same steps); then similarities and top-k are computed once for all of them
-        (:meth:`_keys_shared`) and only the mask values are read per object: the same result, O times less
-        work."""
-        B, E, h, w = q.shape
-        nobj = state.mem_key.shape[1]
-        n = 1 if self._keys_shared(state) else nobj  # objects whose keys are matched
-        keys, vals, valid = (
-            state.mem_key[:, :n],
-            state.mem_val,
-            state.mem_valid[:, :n],
-        )  # [B, n, K, E, P], [B, O, K, P], [B, n, K]
-        if state.ref_emb is not None:  # the reference frame is always remembered
-            keys = torch.cat([state.ref_emb[:, :n].flatten(3).unsqueeze(2), keys], 2)
-            vals = torch.cat([state.ref_mask.unsqueeze(2), vals], 2)
-            valid = torch.cat([valid.new_ones(B, n, 1), valid], 2)
-        keys, vals = keys.to(q.dtype), vals.to(q.dtype).flatten(2)
-        P = keys.shape[-1]
-        sim = torch.einsum("beq,boken->boqkn", q.flatten(2), keys).flatten(3)  # [B, n, Q, (1+K)P]
-        invalid = valid < 0.5
-        if torch.compiler.is_exporting() or bool(invalid.any()):  # the memory is full after K frames
-            sim = sim.masked_fill(
-                invalid.repeat_interleave(P, 2)[:, :, None], float("-inf")
-            )  # [B, n, 1, (1+K)P]
-        k = min(self.mem_top_k, sim.shape[-1])
-        top, idx = sim.topk(k, dim=-1)  # [B, n, Q, k]
-        weight = torch.softmax(top * self.mem_log_scale.exp(), dim=-1)
-        picked = vals.unsqueeze(2).expand(-1, -1, h * w, -1).gather(-1, idx.expand(-1, nobj, -1, -1))
-        own = (weight * picked).sum(-1)  # [B, O, Q]
-        others = own.sum(1, keepdim=True) - own
-        return torch.stack([own, others], 2).view(B, nobj, 2, h, w)
-
-    @staticmethod
-    def _keys_shared(state: RVOSState) -> bool:
-        """Whether all objects attend to the same keys: more than one object, one reference embedding for all
-        (the expanded view :meth:`init_state` makes when they are given on the same frame), and the same
-        memory entries filled (each step writes the same frame's keys for every object, so filled entries
-        hold the same keys). Objects added or re-prompted later break it until their memory is full again."""
-        if state.mem_key.shape[1] < 2 or torch.compiler.is_exporting():
-            return False
-        if state.ref_emb is not None and not _one_for_all_objects(state.ref_emb):
-            return False
-        valid = state.mem_valid
-        return bool((valid == valid[:, :1]).all())
 
     def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A state dict of the same RVOS with fewer matching inputs (no ``reference``, or no ``memory``) -> one
@@ -409,19 +285,8 @@ class RVOS(RecurrentVOS):
                 return by_size[hw]
 
         if self.ref_embed is not None:
-            q = self._embed(feats[2])
-            if self.reference:
-                if state.ref_emb is None:
-                    raise RecvosError(
-                        "this RVOS state has no reference (build it with this model's init_state)"
-                    )
-                maps.append(self._match(q, state))  # [B, O, 2, h16, w16]
-            if self.memory:
-                if state.mem_key is None:
-                    raise RecvosError("this RVOS state has no memory (build it with this model's init_state)")
-                state = self.remember(state, resized(tuple(q.shape[-2:])), tuple(q.shape[-2:]))
-                maps.append(self.read_memory(q, state))
-                state = replace(state, last_key=q.flatten(2).unsqueeze(1).expand(-1, nobj, -1, -1))
+            matched, state = self._matching_maps(feats[2], state, resized)
+            maps.append(matched)  # [B, O, matching_maps, h16, w16]
         parts: list[list[torch.Tensor]] = [[] for _ in sizes]
         if self.one_shot:  # the previous masks, area-resized to each level: [B, O, 1, H_l, W_l]
             for level, hw in enumerate(sizes):

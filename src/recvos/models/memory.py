@@ -1,0 +1,209 @@
+"""The first-frame reference and the bounded matching memory, shared by RVOS and S2S (additions to both
+papers, after FEELVOS and STM/XMem; see :mod:`recvos.models.rvos` for what they do and why).
+
+:class:`MatchingMemory` is a mixin: a model that sets ``ref_embed`` (a 1x1 conv on its f16 features, or
+None), ``reference``, ``memory`` (K), ``mem_top_k`` and ``mem_log_scale`` gets
+
+- :meth:`~MatchingMemory._init_matching`: the state fields of frame 0 (the reference embedding and mask; an
+  empty memory of K frames), kept in its state dataclass under the same names (``ref_emb``, ``ref_mask``,
+  ``mem_key``, ``mem_val``, ``mem_valid``, ``last_key``);
+- :meth:`~MatchingMemory._matching_maps`: per step, the maps of every object at f16 (``MATCH_MAPS`` from the
+  reference, ``MEMORY_MAPS`` from the memory), with the memory updated by the previous frame.
+
+Every tensor is ``[B, O, ...]``, so adding, dropping and re-initialising objects needs nothing special.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from recvos.errors import RecvosError
+
+__all__ = ["MATCH_MAPS", "MEMORY_MAPS", "MAX_MEMORY", "MatchingMemory", "check_memory_frames"]
+
+#: matching maps per object with ``reference=True``: best similarity to the object, and to the rest of the frame
+MATCH_MAPS = 2
+#: memory readout maps per object with ``memory > 0``: the object's own readout, the other objects' sum
+MEMORY_MAPS = 2
+#: the most frames an object's matching memory may hold (``memory``, in training and at inference)
+MAX_MEMORY = 64
+
+
+def check_memory_frames(memory: object, label: str = "memory") -> None:
+    """A memory size to run with (1..MAX_MEMORY frames), or a one-line RecvosError naming ``label``."""
+    if isinstance(memory, bool) or not isinstance(memory, int) or not 1 <= memory <= MAX_MEMORY:
+        raise RecvosError(f"{label} {memory!r}: the frames each object remembers, 1..{MAX_MEMORY}")
+
+
+def _one_for_all_objects(t: torch.Tensor) -> bool:
+    """Whether a per-object state tensor [B, O, ...] holds one value for all objects (the expanded view
+    :meth:`MatchingMemory._init_matching` makes of the reference embedding when they are given on the same
+    frame): its work can be done once. Never while exporting (the graph takes any state)."""
+    return t.shape[1] > 1 and t.stride(1) == 0 and not torch.compiler.is_exporting()
+
+
+def matching_options(reference: bool, memory: int, mem_top_k: int, ref_dim: int) -> None:
+    """Check the options of the reference and the memory (one-line RecvosErrors)."""
+    if memory < 0 or memory > MAX_MEMORY:
+        raise RecvosError(f"memory must be 0..{MAX_MEMORY} frames (got {memory})")
+    if mem_top_k < 1:
+        raise RecvosError(f"mem_top_k must be >= 1 (got {mem_top_k})")
+    if ref_dim < 1:
+        raise RecvosError(f"ref_dim must be >= 1 (got {ref_dim})")
+
+
+class MatchingMemory:
+    """Mixin: the reference matching and the matching memory of a model (see the module docs)."""
+
+    ref_embed: Any
+    mem_log_scale: Any
+    reference: bool
+    memory: int
+    mem_top_k: int
+
+    @property
+    def matching_maps(self) -> int:
+        """Maps per object that :meth:`_matching_maps` gives (0 without reference and memory)."""
+        return (MATCH_MAPS if self.reference else 0) + (MEMORY_MAPS if self.memory else 0)
+
+    def _init_matching(
+        self, emb: torch.Tensor, masks: torch.Tensor | None, num_objects: int
+    ) -> dict[str, Any]:
+        """Frame 0's embedding [B, E, h16, w16] (from :meth:`_embed`) and masks [B, O, H, W] (None in zero-shot)
+        -> the state fields of the reference and the (empty) memory."""
+        out: dict[str, Any] = {}
+        B = emb.shape[0]
+        if self.reference:
+            m = F.interpolate(masks.to(emb.dtype), size=emb.shape[-2:], mode="area")
+            out["ref_emb"] = emb.unsqueeze(1).expand(
+                -1, num_objects, -1, -1, -1
+            )  # a view: one copy per frame
+            out["ref_mask"] = m.flatten(2)
+        if self.memory:
+            E, P = emb.shape[1], emb.shape[2] * emb.shape[3]
+            out["mem_key"] = emb.new_zeros(B, num_objects, self.memory, E, P)
+            out["mem_val"] = emb.new_zeros(B, num_objects, self.memory, P)
+            out["mem_valid"] = emb.new_zeros(B, num_objects, self.memory)
+            out["last_key"] = emb.flatten(2).unsqueeze(1).expand(-1, num_objects, -1, -1)
+        return out
+
+    def _matching_maps(self, f16: torch.Tensor, state: Any, prev_masks: Any) -> tuple[torch.Tensor, Any]:
+        """The current frame's f16 features [B, C, h16, w16] -> the per-object maps [B, O, matching_maps, h16,
+        w16] and the state with its memory updated (the previous frame written in with ``prev_masks(size)``,
+        its fed-back masks area-resized to ``size``; this frame's embedding kept for the next step)."""
+        q = self._embed(f16)
+        maps = []
+        if self.reference:
+            if state.ref_emb is None:
+                raise RecvosError(
+                    f"this {type(self).__name__} state has no reference (build it with this model's init_state)"
+                )
+            maps.append(self._match(q, state))  # [B, O, 2, h16, w16]
+        if self.memory:
+            if state.mem_key is None:
+                raise RecvosError(
+                    f"this {type(self).__name__} state has no memory (build it with this model's init_state)"
+                )
+            size = tuple(q.shape[-2:])
+            state = self.remember(state, prev_masks(size), size)
+            maps.append(self.read_memory(q, state))
+            nobj = state.mem_key.shape[1]
+            state = replace(state, last_key=q.flatten(2).unsqueeze(1).expand(-1, nobj, -1, -1))
+        return torch.cat(maps, 2), state
+
+    def _embed(self, f16: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.ref_embed(f16), dim=1)
+
+    def match(self, f16: torch.Tensor, state: Any) -> torch.Tensor:
+        """Current f16 features [B, C, h, w] -> per-object [best fg, best bg] similarity maps [B, O, 2, h, w].
+
+        A reference pixel counts as object to the degree of its (soft) mask: its similarity is lowered by
+        2 * (1 - mask) for the object map (2 * mask for the background map), which removes it entirely at
+        mask 0, since cosine similarities lie in [-1, 1].
+        """
+        return self._match(self._embed(f16), state)
+
+    def _match(self, q: torch.Tensor, state: Any) -> torch.Tensor:
+        B, _, h, w = q.shape
+        ref = state.ref_emb
+        if _one_for_all_objects(ref):
+            ref = ref[:, :1]  # one reference embedding for all objects: match it once
+        sim = torch.einsum("bep,boeq->boqp", q.flatten(2), ref.flatten(3).to(q.dtype))  # [B, O or 1, Q, P]
+        m = state.ref_mask.to(q.dtype).unsqueeze(-1)  # [B, O, Q, 1]
+        fg = (sim - 2 * (1 - m)).amax(2)
+        bg = (sim - 2 * m).amax(2)
+        return torch.stack([fg, bg], 2).view(B, -1, 2, h, w)
+
+    def remember(self, state: Any, prev_masks: torch.Tensor, size: tuple[int, int]) -> Any:
+        """The state with the last frame (``state.last_key``) and its fed-back masks [B, O, H, W] (area-resized
+        to the memory's ``size`` unless already at it) written into each object's memory, the oldest entry
+        dropped."""
+        val = prev_masks.to(state.mem_val.dtype)
+        if tuple(val.shape[-2:]) != tuple(size):
+            val = F.interpolate(val, size=size, mode="area")
+        val = val.flatten(2)  # [B, O, P]
+        keep = slice(1, None)
+        return replace(
+            state,
+            mem_key=torch.cat(
+                [state.mem_key[:, :, keep], state.last_key.unsqueeze(2).to(state.mem_key.dtype)], 2
+            ),
+            mem_val=torch.cat([state.mem_val[:, :, keep], val.unsqueeze(2)], 2),
+            mem_valid=torch.cat(
+                [state.mem_valid[:, :, keep], state.mem_valid.new_ones(*val.shape[:2], 1)], 2
+            ),
+        )
+
+    def read_memory(self, q: torch.Tensor, state: Any) -> torch.Tensor:
+        """Embeddings of the current frame [B, E, h, w] -> per-object [own readout, others' readout] maps
+        [B, O, 2, h, w]: top-k softmax attention over each object's reference and memory pixels, carrying the
+        object's mask values.
+
+        Objects share their keys in the usual case (all given on the same frame: one reference embedding,
+        and memories filled at the same steps); then similarities and top-k are computed once for all of them
+        (:meth:`_keys_shared`) and only the mask values are read per object: the same result, O times less
+        work."""
+        B, E, h, w = q.shape
+        nobj = state.mem_key.shape[1]
+        n = 1 if self._keys_shared(state) else nobj  # objects whose keys are matched
+        keys, vals, valid = (
+            state.mem_key[:, :n],
+            state.mem_val,
+            state.mem_valid[:, :n],
+        )  # [B, n, K, E, P], [B, O, K, P], [B, n, K]
+        if state.ref_emb is not None:  # the reference frame is always remembered
+            keys = torch.cat([state.ref_emb[:, :n].flatten(3).unsqueeze(2), keys], 2)
+            vals = torch.cat([state.ref_mask.unsqueeze(2), vals], 2)
+            valid = torch.cat([valid.new_ones(B, n, 1), valid], 2)
+        keys, vals = keys.to(q.dtype), vals.to(q.dtype).flatten(2)
+        P = keys.shape[-1]
+        sim = torch.einsum("beq,boken->boqkn", q.flatten(2), keys).flatten(3)  # [B, n, Q, (1+K)P]
+        invalid = valid < 0.5
+        if torch.compiler.is_exporting() or bool(invalid.any()):  # the memory is full after K frames
+            sim = sim.masked_fill(
+                invalid.repeat_interleave(P, 2)[:, :, None], float("-inf")
+            )  # [B, n, 1, (1+K)P]
+        k = min(self.mem_top_k, sim.shape[-1])
+        top, idx = sim.topk(k, dim=-1)  # [B, n, Q, k]
+        weight = torch.softmax(top * self.mem_log_scale.exp(), dim=-1)
+        picked = vals.unsqueeze(2).expand(-1, -1, h * w, -1).gather(-1, idx.expand(-1, nobj, -1, -1))
+        own = (weight * picked).sum(-1)  # [B, O, Q]
+        others = own.sum(1, keepdim=True) - own
+        return torch.stack([own, others], 2).view(B, nobj, 2, h, w)
+
+    @staticmethod
+    def _keys_shared(state: Any) -> bool:
+        """Whether all objects attend to the same keys: more than one object, one reference embedding for all
+        (the expanded view :meth:`init_state` makes when they are given on the same frame), and the same
+        memory entries filled (each step writes the same frame's keys for every object, so filled entries
+        hold the same keys). Objects added or re-prompted later break it until their memory is full again."""
+        if state.mem_key.shape[1] < 2 or torch.compiler.is_exporting():
+            return False
+        if state.ref_emb is not None and not _one_for_all_objects(state.ref_emb):
+            return False
+        valid = state.mem_valid
+        return bool((valid == valid[:, :1]).all())
