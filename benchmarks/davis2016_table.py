@@ -142,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
         "--memory", type=int, default=None, help="one-shot rows: memory frames (default: each model's own)"
     )
     ap.add_argument(
+        "--small-object-size",
+        type=int,
+        default=None,
+        help="one-shot rows: the Segmenter's small_object_size (0: off; default: the Segmenter's)",
+    )
+    ap.add_argument(
         "--sequences",
         default=None,
         help="comma-separated sequences of the split (e.g. held-out train videos)",
@@ -157,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         seqs = [s for s in seqs if s.name in args.sequences.split(",")]
     run = {"precision": args.precision}
     one = {**run, "memory": args.memory}  # the one-shot rows
+    if args.small_object_size is not None:
+        one["small_object_size"] = args.small_object_size
     rows = []
     for m in args.methods.split(","):
         if m == "copy":

@@ -41,14 +41,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--memory", type=int, nargs="*", default=[], help="run each model with each memory size (frames)"
     )
+    ap.add_argument(
+        "--small-object-size",
+        type=int,
+        nargs="*",
+        default=[],
+        help="run each model with each small_object_size (0: off; default: the Segmenter's)",
+    )
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     clips = composites(args.root, args.frames, (240, 427), args.seed)
     rows = []
-    for model, memory in [(m, k) for m in args.models for k in args.memory or [None]]:
-        seg = load_model(None if model == "default" else model, kind="one-shot", memory=memory)
-        spec = f"`{model}`" + (f", memory {memory}" if memory else "")
+    runs = [
+        (m, k, z)
+        for m in args.models
+        for k in args.memory or [None]
+        for z in args.small_object_size or [None]
+    ]
+    for model, memory, small in runs:
+        kw = {} if small is None else {"small_object_size": small}
+        seg = load_model(None if model == "default" else model, kind="one-shot", memory=memory, **kw)
+        spec = (
+            f"`{model}`"
+            + (f", memory {memory}" if memory else "")
+            + ("" if small is None else f", small_object_size {small or 'off'}")
+        )
         gts, preds = {}, {}
         for name, (f, ids, _) in clips.items():  # the user path: objects prompted where they first appear
             state = open_sequence(seg, ArrayVideo(name, f, ids))
@@ -76,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         "## Multi-object one-shot on held-out composites\n\n"
         f"Command: `python benchmarks/multiobject_holdout.py --models {' '.join(args.models)}"
         + (f" --memory {' '.join(map(str, args.memory))}" if args.memory else "")
+        + (
+            f" --small-object-size {' '.join(map(str, args.small_object_size))}"
+            if args.small_object_size
+            else ""
+        )
         + " --write` "
         f"({args.threads} threads). Each held-out DAVIS-2016 training video (never trained on) with one object of "
         f"the next held-out video pasted in (seeded, same for every model), first {args.frames} frames at 240x427, "

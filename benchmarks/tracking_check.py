@@ -79,8 +79,10 @@ def dis_flow(frames: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return pred
 
 
-def recvos_predictor(spec: str, memory: int | None = None):
-    seg = load_model(None if spec == "default" else spec, kind="one-shot", memory=memory)
+def recvos_predictor(spec: str, memory: int | None = None, small: int | None = None):
+    """The Segmenter's masks (``small``: its small_object_size, 0 off; None: its default)."""
+    kw = {} if small is None else {"small_object_size": small}
+    seg = load_model(None if spec == "default" else spec, kind="one-shot", memory=memory, **kw)
 
     def run(frames: np.ndarray, ids: np.ndarray) -> np.ndarray:
         state = open_sequence(seg, ArrayVideo("clip", frames, ids))
@@ -110,15 +112,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--memory", type=int, nargs="*", default=[], help="run each model with each memory size (frames)"
     )
+    ap.add_argument(
+        "--small-object-size",
+        type=int,
+        nargs="*",
+        default=[],
+        help="run each model with each small_object_size (0: off; default: the Segmenter's)",
+    )
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     clips = build_clips(args.root, args.frames, args.seed)
     methods = [("copy first mask", copy_first), ("DIS optical flow", dis_flow)]
     methods += [
-        (f"recvos `{m}`" + (f", memory {k}" if k else ""), recvos_predictor(m, k))
+        (
+            f"recvos `{m}`"
+            + (f", memory {k}" if k else "")
+            + ("" if z is None else f", small_object_size {z or 'off'}"),
+            recvos_predictor(m, k, z),
+        )
         for m in args.models
         for k in args.memory or [None]
+        for z in args.small_object_size or [None]
     ]
     rows = []
     for label, predict in methods:
@@ -137,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         "## Tracking check: small objects, several objects, same-kind distractors (held-out videos)\n\n"
         f"Command: `python benchmarks/tracking_check.py --models {' '.join(args.models)}"
         + (f" --memory {' '.join(map(str, args.memory))}" if args.memory else "")
+        + (
+            f" --small-object-size {' '.join(map(str, args.small_object_size))}"
+            if args.small_object_size
+            else ""
+        )
         + f" --write` on {cpu_name()}, "
         f"{args.threads} threads. {len(clips)} clips of {args.frames} frames at 240x427 ({n_obj} labelled objects): "
         "each held-out DAVIS-2016 training video with two small objects of other held-out videos pasted in "

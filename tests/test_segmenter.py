@@ -653,3 +653,100 @@ def test_objects_removed_after_the_handoff_leave_the_tracker(clip):
     rest = list(gen)
     assert [t for t, _, _ in rest] == list(range(4, len(clip.frames)))
     assert all(not objs and not m.any() for _, objs, m in rest)
+
+
+# ------------------------------------------------------------------------------------------ small objects
+def _video(h=240, w=320, n=4, seed=0):
+    g = np.random.default_rng(seed)
+    return [g.integers(0, 255, (h, w, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def _box(h, w, y0, x0, side):
+    m = np.zeros((h, w), bool)
+    m[y0 : y0 + side, x0 : x0 + side] = True
+    return m
+
+
+def test_a_small_object_raises_the_processing_size(caplog):
+    """An object under 0.5% of the frame, given before propagation: the video is processed at
+    small_object_size (upscaled from 240p here); the model sees frames of that size and the masks come back
+    at the frames' size."""
+    from recvos.inference.segmenter import SMALL_OBJECT_AREA, SMALL_OBJECT_SIZE
+
+    torch.manual_seed(0)
+    seg = Segmenter(build_model("rvos-st", hidden_size=16), precision="fp32")
+    frames = _video()
+    tiny = _box(240, 320, 100, 100, 12)  # 144 px: 0.19% of the frame
+    assert tiny.mean() < SMALL_OBJECT_AREA
+    state = seg.init_state(frames)
+    assert state.proc_size == (240, 320)
+    with caplog.at_level(logging.INFO, logger="recvos.inference.segmenter"):
+        seg.add_mask(state, 0, {1: _box(240, 320, 20, 20, 80), 2: tiny})
+    assert state.proc_size == (SMALL_OBJECT_SIZE, 480)
+    assert "object 2 covers 0.19% of the frame: processing at 480x360 instead of 320x240" in caplog.text
+    seen = []
+    runner = seg._runner()
+    original = runner.step
+
+    def spy(frame, *a, **k):
+        seen.append(tuple(frame.shape[-2:]))
+        return original(frame, *a, **k)
+
+    runner.step = spy
+    out = list(seg.propagate(state))
+    assert set(seen) == {(360, 480)} and all(ids.shape == (240, 320) for _, _, ids in out)
+
+
+@pytest.mark.parametrize("small_object_size", [None, 0])
+def test_the_small_object_size_can_be_turned_off(small_object_size):
+    seg = Segmenter(build_model("rvos-st", hidden_size=16), small_object_size=small_object_size)
+    state = seg.init_state(_video())
+    seg.add_mask(state, 0, {1: _box(240, 320, 100, 100, 12)})
+    assert state.proc_size == (240, 320)
+
+
+def test_large_objects_and_late_small_objects_keep_the_size():
+    """Objects of 0.5% and more leave the size alone; a small object added once propagation has started
+    cannot change it (the recurrent state has that size); a processing size already as large is kept."""
+    seg = Segmenter(build_model("rvos-st", hidden_size=16), precision="fp32")
+    state = seg.init_state(_video(n=5))
+    seg.add_mask(state, 0, {1: _box(240, 320, 100, 100, 20)})  # 400 px: 0.52%
+    assert state.proc_size == (240, 320)
+    gen = seg.propagate(state)
+    next(gen)
+    seg.add_mask(state, 3, {2: _box(240, 320, 10, 10, 5)})
+    assert state.proc_size == (240, 320)
+    assert len(list(gen)) == 4
+    big = Segmenter(build_model("rvos-st", hidden_size=16), max_size=480)
+    state = big.init_state(_video(h=480, w=640, n=2))
+    big.add_mask(state, 0, {1: _box(480, 640, 10, 10, 10)})
+    assert state.proc_size == (480, 640)
+
+
+def test_small_object_size_is_checked_and_the_cli_default_is_the_segmenters():
+    import argparse
+
+    from recvos.cli.options import SMALL_OBJECT_SIZE, add_model_options, check_model_options
+    from recvos.inference.segmenter import SMALL_OBJECT_SIZE as SEG_SIZE
+
+    with pytest.raises(
+        RecvosError, match=r"small_object_size \(--small-object-size\) 8: .* --small-object-size 360"
+    ):
+        Segmenter(build_model("rvos-st", hidden_size=16), small_object_size=8)
+    p = argparse.ArgumentParser()
+    add_model_options(p)
+    args = p.parse_args([])
+    check_model_options(args)
+    assert SMALL_OBJECT_SIZE == SEG_SIZE and args.small_object_size == SEG_SIZE
+    assert check_model_options(p.parse_args(["--small-object-size", "0"])) is None
+    with pytest.raises(RecvosError, match=r"\(--small-object-size\) 8: "):
+        check_model_options(p.parse_args(["--small-object-size", "8"]))
+
+
+def test_frames_are_enlarged_bilinearly_and_shrunk_by_area():
+    frame = np.zeros((2, 2, 3), np.uint8)
+    frame[:, 1] = 255
+    up = frame_to_tensor(frame, (4, 4), torch.device("cpu"))[0, 0]
+    assert 0 < up[0, 1] < 1 and 0 < up[0, 2] < 1  # interpolated between the columns
+    down = frame_to_tensor(np.repeat(np.repeat(frame, 2, 0), 2, 1), (2, 2), torch.device("cpu"))[0, 0]
+    torch.testing.assert_close(down, torch.tensor([[0.0, 1.0], [0.0, 1.0]]))

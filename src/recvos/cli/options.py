@@ -7,10 +7,14 @@ import argparse
 #: processing sizes (shorter side): the default, and ``--quality`` (measured in benchmarks/resolution.py)
 DEFAULT_SIZE = 240
 QUALITY_SIZE = 480
+#: recvos.inference.segmenter.SMALL_OBJECT_SIZE (a copy, so that building the parser imports nothing heavy;
+#: tests/test_segmenter.py checks it)
+SMALL_OBJECT_SIZE = 360
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    """--model, --device, --threads, --max-size, --quality, --precision, --memory, --random-weights."""
+    """--model, --device, --threads, --max-size, --quality, --small-object-size, --precision, --memory,
+    --random-weights."""
     p.add_argument(
         "--model", default=None, help="checkpoint path or model name (default: the shipped weights)"
     )
@@ -29,6 +33,15 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help=f"process at a shorter side of {QUALITY_SIZE} (sharper boundaries, about 4.5x slower; "
         "BENCHMARKS.md, Processing resolution)",
+    )
+    p.add_argument(
+        "--small-object-size",
+        type=int,
+        default=None,
+        metavar="SIZE",
+        help=f"process videos where a given object covers under 0.5%% of the frame at this shorter side "
+        f"(upscaling if needed; 0: off; default: {SMALL_OBJECT_SIZE}); small objects are lost at {DEFAULT_SIZE} "
+        "(BENCHMARKS.md, Small objects)",
     )
     p.add_argument(
         "--precision",
@@ -98,6 +111,11 @@ def check_model_options(args: argparse.Namespace) -> None:
     elif args.max_size is None:
         args.max_size = DEFAULT_SIZE
     check_max_size(args.max_size)
+    small = getattr(args, "small_object_size", None)
+    if small:
+        check_max_size(small, "small_object_size (--small-object-size)")
+    if small is None and hasattr(args, "small_object_size"):
+        args.small_object_size = SMALL_OBJECT_SIZE
 
 
 def sequence_names(values: list[str] | str | None) -> list[str] | None:

@@ -157,6 +157,7 @@ def predict(args: argparse.Namespace, info: DistInfo) -> int:
         max_size=args.max_size,
         precision=args.precision,
         memory=args.memory,
+        small_object_size=args.small_object_size,
         tracker=args.tracker,
         handoff=args.handoff,
         allow_random=args.random_weights,

@@ -149,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
                 objectness_threshold=args.objectness_threshold,
                 precision=args.precision,
                 memory=args.memory,
+                small_object_size=args.small_object_size,
                 tracker=args.tracker,
                 handoff=args.handoff,
                 allow_random=args.random_weights,

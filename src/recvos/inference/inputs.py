@@ -37,14 +37,17 @@ MIN_SIZE = 16
 MAX_OBJECT_ID = 255
 
 
-def check_max_size(max_size: int | None) -> None:
-    """RecvosError unless ``max_size`` is None/0 (full resolution) or at least :data:`MIN_SIZE`."""
+def check_max_size(max_size: int | None, option: str = "max_size (--max-size)") -> None:
+    """RecvosError naming ``option`` unless ``max_size`` is None/0 (full resolution, or off) or at least
+    :data:`MIN_SIZE`."""
     if max_size is None or max_size == 0:
         return
     if not isinstance(max_size, (int, np.integer)) or max_size < MIN_SIZE:
+        flag = option.split("(")[-1].rstrip(")")
         raise RecvosError(
-            f"max_size (--max-size) {max_size}: the processing size must be at least {MIN_SIZE} pixels, "
-            "or 0 for the full resolution; e.g. --max-size 240"
+            f"{option} {max_size}: the processing size must be at least {MIN_SIZE} pixels, "
+            f"or 0 for {'the full resolution' if flag == '--max-size' else 'off'}; e.g. {flag} "
+            f"{240 if flag == '--max-size' else 360}"
         )
 
 
@@ -55,6 +58,13 @@ def processing_size(frame_size: tuple[int, int], max_size: int | None) -> tuple[
     if not max_size or min(H, W) <= max_size:
         return H, W
     s = max_size / min(H, W)
+    return max(1, round(H * s)), max(1, round(W * s))
+
+
+def zoomed_size(frame_size: tuple[int, int], shorter: int) -> tuple[int, int]:
+    """(h, w) with the shorter side exactly ``shorter`` (up or down), aspect kept."""
+    H, W = frame_size
+    s = shorter / min(H, W)
     return max(1, round(H * s)), max(1, round(W * s))
 
 
@@ -75,10 +85,12 @@ def check_frame(frame: Any, idx: int, size: tuple[int, int] | None = None) -> np
 
 
 def frame_to_tensor(frame: np.ndarray, size: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """uint8 RGB [H, W, 3] -> float [1, 3, h, w] in [0, 1] on ``device``, area-resized to ``size`` (h, w)."""
+    """uint8 RGB [H, W, 3] -> float [1, 3, h, w] in [0, 1] on ``device``, resized to ``size`` (h, w): area
+    averaging when shrinking, bilinear when enlarging."""
     h, w = size
     if frame.shape[:2] != (h, w):
-        frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+        shrink = h <= frame.shape[0] and w <= frame.shape[1]
+        frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     if not frame.flags.writeable or not frame.flags.c_contiguous:
         frame = np.array(frame)  # torch wants a writable, contiguous buffer
     return torch.from_numpy(frame).to(device).permute(2, 0, 1).unsqueeze(0).float().div_(255)

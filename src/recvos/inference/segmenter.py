@@ -16,6 +16,10 @@ objectness and area pass thresholds, with id = slot number (stable over time).
 
 Frames are processed at ``max_size`` (the shorter side, default 240: about 240x427 for 480p input, never
 upscaled) and the logits are upsampled bilinearly to the output size (the frames', or ``output_size``).
+Small objects: when an object given before propagation starts covers less than :data:`SMALL_OBJECT_AREA`
+of the frame, the video is processed with its shorter side at ``small_object_size`` instead (default
+:data:`SMALL_OBJECT_SIZE`, upscaling if needed): at 240 such an object spans about two cells of the
+matching memory's f16 map and is lost within a few frames (BENCHMARKS.md, "Small objects").
 The frame loop is the model's :meth:`~recvos.models.base.RecurrentVOS.unroll`, driven by a
 :class:`PromptFeed`; training validation and ``recvos predict`` run through this class too.
 """
@@ -47,6 +51,7 @@ from recvos.inference.inputs import (
     processing_size,
     prompt_masks,
     resize_binary,
+    zoomed_size,
 )
 from recvos.inference.online import FinetuneResult, finetune
 from recvos.models.base import FrameResult, RecurrentVOS
@@ -57,6 +62,12 @@ log = logging.getLogger(__name__)
 __all__ = ["Segmenter", "InferenceState", "PromptFeed", "load_model"]
 
 FrameInput = str | os.PathLike | FrameSource | Iterable[np.ndarray]
+#: an object given before propagation that covers less than this share of the frame (0.5%: about two cells
+#: of the f16 map at 240x427) makes the video be processed at ``small_object_size`` (decided on held-out
+#: videos: BENCHMARKS.md, "Small objects")
+SMALL_OBJECT_AREA = 0.005
+#: the shorter side videos with a small object are processed at (``Segmenter(small_object_size=...)``)
+SMALL_OBJECT_SIZE = 360
 #: the number format the PyTorch runtime propagates in: "auto" is bf16 on a CPU with native bf16
 #: (oneDNN's AVX512-BF16 / AMX kernels) and fp32 elsewhere; BENCHMARKS.md, "ONNX Runtime vs PyTorch"
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -232,6 +243,9 @@ class Segmenter:
     the same frame loop, prompts and pre/post-processing ("auto" is then fp32; "bf16" is refused).
     ``memory``: the frames each object's matching memory holds, for models with one (the trained value by
     default; the weights do not depend on it, the speed a little: BENCHMARKS.md, "Memory frames at inference").
+    ``small_object_size``: the shorter side to process a video at when an object given before propagation
+    starts covers less than :data:`SMALL_OBJECT_AREA` of the frame (only ever larger than ``max_size``'s
+    size; None or 0: off; not for ONNX Runtime models, whose graph has a fixed size).
     ``tracker``: a one-shot model that takes over zero-shot propagation after ``handoff`` frames: the
     zero-shot model discovers the objects on frames 0..handoff-1, the objects it reports on frame handoff-1
     (same selection as its output) become the tracker's prompts there, and the tracker follows them to the
@@ -252,8 +266,11 @@ class Segmenter:
         tracker: RecurrentVOS | None = None,
         handoff: int = HANDOFF,
         memory: int | None = None,
+        small_object_size: int | None = SMALL_OBJECT_SIZE,
     ) -> None:
         check_max_size(max_size)
+        if small_object_size:
+            check_max_size(small_object_size, "small_object_size (--small-object-size)")
         check_memory(memory, [m for m in (model, tracker) if m is not None])
         check_handoff(int(handoff))
         if tracker is not None:
@@ -277,6 +294,7 @@ class Segmenter:
         self._fast: RecurrentVOS | None = None  # the optimised copy, rebuilt when the weights change
         self.model = model.to(self.device).eval()
         self.max_size = max_size
+        self.small_object_size = small_object_size or None
         self.mask_threshold = mask_threshold
         self.objectness_threshold = objectness_threshold
         self.min_area = min_area
@@ -382,7 +400,32 @@ class Segmenter:
         objs = prompt_masks(mask, frame_idx, state.frame_size, state.output_size)
         state.prompts.setdefault(frame_idx, {}).update(objs)
         state.removed.difference_update(objs)
+        self._zoom_for_small_objects(state, objs)
         return sorted(objs)
+
+    def _zoom_for_small_objects(self, state: InferenceState, objs: dict[int, np.ndarray]) -> None:
+        """Before propagation: process at ``small_object_size`` if one of ``objs`` is small (class docs)."""
+        size = self.small_object_size
+        if not size or state.running or min(state.proc_size) >= size:
+            return
+        from recvos.inference.onnx import OnnxModel
+
+        if isinstance(self.model, OnnxModel):
+            return  # its graph was exported for one size
+        areas = {o: float(m.mean()) for o, m in objs.items()}
+        small = {o: a for o, a in areas.items() if 0 < a < SMALL_OBJECT_AREA}
+        if small:
+            before, state.proc_size = state.proc_size, zoomed_size(state.frame_size, size)
+            o, a = min(small.items(), key=lambda kv: kv[1])
+            log.info(
+                "object %d covers %.2f%% of the frame: processing at %dx%d instead of %dx%d (small_object_size)",
+                o,
+                100 * a,
+                state.proc_size[1],
+                state.proc_size[0],
+                before[1],
+                before[0],
+            )
 
     def remove_object(self, state: InferenceState, obj_id: int) -> None:
         """Forget an object: its prompts go and, mid-propagation, its slot from the next frame on."""
@@ -729,7 +772,7 @@ def load_model(
     checkpoint path, or a model name from the registry (random weights, with a warning).
 
     ``options`` go to :class:`Segmenter` (``objectness_threshold``, ``min_area``, ``mask_threshold``,
-    ``precision``, ``memory``) or,
+    ``precision``, ``memory``, ``small_object_size``) or,
     for a model name, to ``build_model``. ``threads`` sets torch's CPU threads (default: torch's choice).
     ``runtime="onnxruntime"`` runs the model with ONNX Runtime (CPU): the ``onnx`` file written by
     ``recvos export --onnx`` (checked against the model when ``name_or_path`` is given too), or else the
@@ -749,7 +792,14 @@ def load_model(
 
     if runtime not in RUNTIMES:
         raise RecvosError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
-    seg_keys = {"objectness_threshold", "min_area", "mask_threshold", "precision", "memory"}
+    seg_keys = {
+        "objectness_threshold",
+        "min_area",
+        "mask_threshold",
+        "precision",
+        "memory",
+        "small_object_size",
+    }
     seg_kw = {k: options.pop(k) for k in list(options) if k in seg_keys}
     device = resolve_device(device)
     if threads:
