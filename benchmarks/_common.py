@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import platform
 from pathlib import Path
@@ -85,6 +86,52 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
         tmp = path.with_suffix(".md.tmp")
         tmp.write_text(text)
         tmp.replace(path)
+
+
+def add_model_variants(ap: argparse.ArgumentParser) -> None:
+    """--models, --memory and --small-object-size: each model is run with each memory size and each
+    small_object_size (:func:`model_variants`)."""
+    ap.add_argument("--models", nargs="+", default=["default"], help="checkpoints, or 'default' (shipped)")
+    ap.add_argument(
+        "--memory", type=int, nargs="*", default=[], help="run each model with each memory size (frames)"
+    )
+    ap.add_argument(
+        "--small-object-size",
+        type=int,
+        nargs="*",
+        default=[],
+        help="run each model with each small_object_size (0: off; default: the Segmenter's)",
+    )
+
+
+def model_variants(args: argparse.Namespace) -> list[tuple[str, str | None, dict[str, Any]]]:
+    """(label, model for load_model (None: the shipped default), its Segmenter options) for every combination
+    of the options of :func:`add_model_variants`."""
+    out = []
+    for m in args.models:
+        for k in args.memory or [None]:
+            for z in args.small_object_size or [None]:
+                label = (
+                    f"`{m}`"
+                    + (f", memory {k}" if k else "")
+                    + ("" if z is None else f", small_object_size {z or 'off'}")
+                )
+                kw: dict[str, Any] = {"memory": k} | ({} if z is None else {"small_object_size": z})
+                out.append((label, None if m == "default" else m, kw))
+    return out
+
+
+def variant_options(args: argparse.Namespace) -> str:
+    """The --models/--memory/--small-object-size part of a report's command line."""
+    return (
+        f"--models {' '.join(args.models)}"
+        + (f" --memory {' '.join(map(str, args.memory))}" if args.memory else "")
+        + (
+            f" --small-object-size {' '.join(map(str, args.small_object_size))}"
+            if args.small_object_size
+            else ""
+        )
+    )
 
 
 #: the DAVIS-2016 training videos held out from every training run (model selection, composite checks)

@@ -15,7 +15,13 @@ import sys
 
 import numpy as np
 import torch
-from _common import held_out_composites, write_section  # noqa: E402  (benchmarks/ is on sys.path)
+from _common import (  # noqa: E402  (benchmarks/ is on sys.path)
+    add_model_variants,
+    held_out_composites,
+    model_variants,
+    variant_options,
+    write_section,
+)
 
 from recvos.data.clips import ArrayVideo
 from recvos.evaluation.protocols import evaluate_arrays
@@ -34,39 +40,17 @@ def composites(root: str, frames: int, size: tuple[int, int], seed: int):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default="../shared/data/davis2016")
-    ap.add_argument("--models", nargs="+", default=["default"], help="checkpoints, or 'default' (shipped)")
     ap.add_argument("--frames", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--memory", type=int, nargs="*", default=[], help="run each model with each memory size (frames)"
-    )
-    ap.add_argument(
-        "--small-object-size",
-        type=int,
-        nargs="*",
-        default=[],
-        help="run each model with each small_object_size (0: off; default: the Segmenter's)",
-    )
+    add_model_variants(ap)
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     clips = composites(args.root, args.frames, (240, 427), args.seed)
     rows = []
-    runs = [
-        (m, k, z)
-        for m in args.models
-        for k in args.memory or [None]
-        for z in args.small_object_size or [None]
-    ]
-    for model, memory, small in runs:
-        kw = {} if small is None else {"small_object_size": small}
-        seg = load_model(None if model == "default" else model, kind="one-shot", memory=memory, **kw)
-        spec = (
-            f"`{model}`"
-            + (f", memory {memory}" if memory else "")
-            + ("" if small is None else f", small_object_size {small or 'off'}")
-        )
+    for spec, model, kw in model_variants(args):
+        seg = load_model(model, kind="one-shot", **kw)
         gts, preds = {}, {}
         for name, (f, ids, _) in clips.items():  # the user path: objects prompted where they first appear
             state = open_sequence(seg, ArrayVideo(name, f, ids))
@@ -92,14 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     body = (
         "## Multi-object one-shot on held-out composites\n\n"
-        f"Command: `python benchmarks/multiobject_holdout.py --models {' '.join(args.models)}"
-        + (f" --memory {' '.join(map(str, args.memory))}" if args.memory else "")
-        + (
-            f" --small-object-size {' '.join(map(str, args.small_object_size))}"
-            if args.small_object_size
-            else ""
-        )
-        + " --write` "
+        f"Command: `python benchmarks/multiobject_holdout.py {variant_options(args)} --write` "
         f"({args.threads} threads). Each held-out DAVIS-2016 training video (never trained on) with one object of "
         f"the next held-out video pasted in (seeded, same for every model), first {args.frames} frames at 240x427, "
         "both objects given on frame 0, official semi-supervised protocol per object.\n\n"

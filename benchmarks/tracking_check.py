@@ -22,7 +22,14 @@ import time
 import cv2
 import numpy as np
 import torch
-from _common import cpu_name, held_out_composites, write_section  # noqa: E402  (benchmarks/ is on sys.path)
+from _common import (  # noqa: E402  (benchmarks/ is on sys.path)
+    add_model_variants,
+    cpu_name,
+    held_out_composites,
+    model_variants,
+    variant_options,
+    write_section,
+)
 
 from recvos.data.clips import ArrayVideo
 from recvos.data.masks import first_appearance, object_ids
@@ -79,10 +86,9 @@ def dis_flow(frames: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return pred
 
 
-def recvos_predictor(spec: str, memory: int | None = None, small: int | None = None):
-    """The Segmenter's masks (``small``: its small_object_size, 0 off; None: its default)."""
-    kw = {} if small is None else {"small_object_size": small}
-    seg = load_model(None if spec == "default" else spec, kind="one-shot", memory=memory, **kw)
+def recvos_predictor(model: str | None, **options):
+    """The Segmenter's masks (``model``: None for the shipped default; ``options``: Segmenter options)."""
+    seg = load_model(model, kind="one-shot", **options)
 
     def run(frames: np.ndarray, ids: np.ndarray) -> np.ndarray:
         state = open_sequence(seg, ArrayVideo("clip", frames, ids))
@@ -105,36 +111,16 @@ def kept(gt: np.ndarray, pred: np.ndarray, min_area: float = 0.001) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default="../shared/data/davis2016")
-    ap.add_argument("--models", nargs="*", default=["default"], help="checkpoints, or 'default' (shipped)")
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--memory", type=int, nargs="*", default=[], help="run each model with each memory size (frames)"
-    )
-    ap.add_argument(
-        "--small-object-size",
-        type=int,
-        nargs="*",
-        default=[],
-        help="run each model with each small_object_size (0: off; default: the Segmenter's)",
-    )
+    add_model_variants(ap)
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     clips = build_clips(args.root, args.frames, args.seed)
     methods = [("copy first mask", copy_first), ("DIS optical flow", dis_flow)]
-    methods += [
-        (
-            f"recvos `{m}`"
-            + (f", memory {k}" if k else "")
-            + ("" if z is None else f", small_object_size {z or 'off'}"),
-            recvos_predictor(m, k, z),
-        )
-        for m in args.models
-        for k in args.memory or [None]
-        for z in args.small_object_size or [None]
-    ]
+    methods += [(f"recvos {label}", recvos_predictor(m, **kw)) for label, m, kw in model_variants(args)]
     rows = []
     for label, predict in methods:
         t0 = time.perf_counter()
@@ -150,14 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"| {r[0]} | {r[1]:.3f} | {r[2]:.3f} | {r[3]:.3f} | {r[4]:.3f} | {r[5]:.0f} |" for r in rows]
     body = (
         "## Tracking check: small objects, several objects, same-kind distractors (held-out videos)\n\n"
-        f"Command: `python benchmarks/tracking_check.py --models {' '.join(args.models)}"
-        + (f" --memory {' '.join(map(str, args.memory))}" if args.memory else "")
-        + (
-            f" --small-object-size {' '.join(map(str, args.small_object_size))}"
-            if args.small_object_size
-            else ""
-        )
-        + f" --write` on {cpu_name()}, "
+        f"Command: `python benchmarks/tracking_check.py {variant_options(args)} --write` on {cpu_name()}, "
         f"{args.threads} threads. {len(clips)} clips of {args.frames} frames at 240x427 ({n_obj} labelled objects): "
         "each held-out DAVIS-2016 training video with two small objects of other held-out videos pasted in "
         "(scale 0.15-0.4) and an unlabelled copy of one of them; official semi-supervised protocol per object. "

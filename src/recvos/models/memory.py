@@ -15,7 +15,7 @@ Every tensor is ``[B, O, ...]``, so adding, dropping and re-initialising objects
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -23,7 +23,14 @@ import torch.nn.functional as F
 
 from recvos.errors import RecvosError
 
-__all__ = ["MATCH_MAPS", "MEMORY_MAPS", "MAX_MEMORY", "MatchingMemory", "check_memory_frames"]
+__all__ = [
+    "MATCH_MAPS",
+    "MEMORY_MAPS",
+    "MAX_MEMORY",
+    "MatchingMemory",
+    "MatchingState",
+    "check_memory_frames",
+]
 
 #: matching maps per object with ``reference=True``: best similarity to the object, and to the rest of the frame
 MATCH_MAPS = 2
@@ -54,6 +61,24 @@ def matching_options(reference: bool, memory: int, mem_top_k: int, ref_dim: int)
         raise RecvosError(f"mem_top_k must be >= 1 (got {mem_top_k})")
     if ref_dim < 1:
         raise RecvosError(f"ref_dim must be >= 1 (got {ref_dim})")
+
+
+@dataclass(kw_only=True)
+class MatchingState:
+    """The state fields of the reference and the memory (None for a model without them), mixed into the
+    state dataclass of every model with matching (keyword-only, so they may follow its own fields)."""
+
+    #: with ``reference=True``: each object's reference-frame embedding [B, O, E, h16, w16] and its mask
+    #: there [B, O, h16 * w16] (soft, area-resized)
+    ref_emb: torch.Tensor | None = None
+    ref_mask: torch.Tensor | None = None
+    #: with ``memory = K``: embeddings [B, O, K, E, P] and the object's masks [B, O, K, P] of its last K
+    #: frames (oldest first; ``mem_valid`` [B, O, K] says which entries are filled), and the embedding of the
+    #: last frame seen [B, O, E, P], written into the memory with its fed-back mask on the next step
+    mem_key: torch.Tensor | None = None
+    mem_val: torch.Tensor | None = None
+    mem_valid: torch.Tensor | None = None
+    last_key: torch.Tensor | None = None
 
 
 class MatchingMemory:

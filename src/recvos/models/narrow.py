@@ -27,12 +27,11 @@ Command line (writes a model checkpoint usable as ``model.init_from``)::
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
-from recvos.errors import RecvosError
+from recvos.errors import RecvosError, run_command
 from recvos.models.factory import build_model
 from recvos.models.rvos import RVOS
 
@@ -147,8 +146,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except RecvosError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_command(main, "narrow")

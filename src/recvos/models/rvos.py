@@ -62,6 +62,7 @@ from recvos.models.convlstm import ConvLSTMCell
 from recvos.models.memory import (
     MAX_MEMORY,
     MatchingMemory,
+    MatchingState,
     check_memory_frames,
     matching_options,
 )
@@ -73,25 +74,15 @@ VARIANTS = ("S", "T", "ST")
 
 
 @dataclass
-class RVOSState(RecurrentState):
-    """Per-level ConvLSTM state of every slot after the last frame, coarse (f32) to fine (f4).
+class RVOSState(MatchingState, RecurrentState):
+    """Per-level ConvLSTM state of every slot after the last frame, coarse (f32) to fine (f4), with the
+    fields of the reference and the memory (:class:`~recvos.models.memory.MatchingState`).
 
     hidden[l], cell[l]: [B, O, C_l, H_l, W_l].
     """
 
     hidden: list[torch.Tensor]
     cell: list[torch.Tensor]
-    #: with ``reference=True``: each object's reference-frame embedding [B, O, E, h16, w16] and its mask
-    #: there [B, O, h16 * w16] (soft, area-resized)
-    ref_emb: torch.Tensor | None = None
-    ref_mask: torch.Tensor | None = None
-    #: with ``memory = K``: embeddings [B, O, K, E, P] and the object's masks [B, O, K, P] of its last K
-    #: frames (oldest first; ``mem_valid`` [B, O, K] says which entries are filled), and the embedding of the
-    #: last frame seen [B, O, E, P], written into the memory with its fed-back mask on the next step
-    mem_key: torch.Tensor | None = None
-    mem_val: torch.Tensor | None = None
-    mem_valid: torch.Tensor | None = None
-    last_key: torch.Tensor | None = None
 
 
 class RVOS(MatchingMemory, RecurrentVOS):

@@ -35,25 +35,19 @@ from recvos.errors import RecvosError
 from recvos.models.backbones import DEFAULT_BACKBONE, build_backbone
 from recvos.models.base import RecurrentVOS, StepOutput
 from recvos.models.convlstm import ConvLSTMCell, group_add
-from recvos.models.memory import MatchingMemory, matching_options
+from recvos.models.memory import MatchingMemory, MatchingState, matching_options
 from recvos.models.state import RecurrentState
 
 __all__ = ["S2S", "S2SState"]
 
 
 @dataclass
-class S2SState(RecurrentState):
+class S2SState(MatchingState, RecurrentState):
     """ConvLSTM state of every object after the last frame: h, c [B, O, hidden, H/32, W/32]; with matching,
-    the reference and memory fields of :class:`recvos.models.memory.MatchingMemory` (as in RVOSState)."""
+    the reference and memory fields of :class:`~recvos.models.memory.MatchingState`."""
 
     h: torch.Tensor
     c: torch.Tensor
-    ref_emb: torch.Tensor | None = None
-    ref_mask: torch.Tensor | None = None
-    mem_key: torch.Tensor | None = None
-    mem_val: torch.Tensor | None = None
-    mem_valid: torch.Tensor | None = None
-    last_key: torch.Tensor | None = None
 
 
 class _DecoderStage(nn.Module):

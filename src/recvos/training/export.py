@@ -16,10 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-from recvos.errors import RecvosError
+from recvos.errors import RecvosError, run_command
 from recvos.models.loading import KINDS, add_to_manifest, export_weights, load_checkpoint, sha256_file
 
 
@@ -85,8 +84,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except RecvosError as e:
-        print(f"export: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_command(main, "export")
