@@ -115,28 +115,50 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     add_model_variants(ap)
+    ap.add_argument(
+        "--per-object",
+        action="store_true",
+        help="also a table of each object's J-Mean (official protocol) by method, with its area on its first frame",
+    )
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     clips = build_clips(args.root, args.frames, args.seed)
     methods = [("copy first mask", copy_first), ("DIS optical flow", dis_flow)]
     methods += [(f"recvos {label}", recvos_predictor(m, **kw)) for label, m, kw in model_variants(args)]
-    rows = []
+    rows, per_object = [], {}
     for label, predict in methods:
         t0 = time.perf_counter()
         preds = {name: predict(f, ids) for name, (f, ids) in clips.items()}
         seconds = time.perf_counter() - t0
         gts = {name: ids for name, (_, ids) in clips.items()}
-        g = evaluate_arrays(gts, preds).global_metrics
+        res = evaluate_arrays(gts, preds)
+        g = res.global_metrics
+        per_object[label] = {(o.sequence, o.object_id): float(np.mean(o.j)) for o in res.objects}
         keep = float(np.mean([kept(gts[n], preds[n]) for n in clips]))
         rows.append((label, g["J&F-Mean"], g["J-Mean"], g["F-Mean"], keep, seconds))
         print(label, rows[-1][1:], flush=True)
     n_obj = sum(len(object_ids(ids)) for _, ids in clips.values())
     lines = ["| method | J&F | J-Mean | F-Mean | kept | s |", "|---|---|---|---|---|---|"]
     lines += [f"| {r[0]} | {r[1]:.3f} | {r[2]:.3f} | {r[3]:.3f} | {r[4]:.3f} | {r[5]:.0f} |" for r in rows]
+    if args.per_object:
+        labels = [r[0] for r in rows if r[0].startswith("recvos")]
+        lines += [
+            "",
+            "| clip | object | area on its first frame | " + " | ".join(f"J, {x}" for x in labels) + " |",
+            "|---|---|---|" + "---|" * len(labels),
+        ]
+        for name, (_, ids) in clips.items():
+            first = first_appearance(ids)
+            for o in object_ids(ids):
+                area = float((ids[first[o]] == o).mean())
+                js = " | ".join(f"{per_object[x][(name, o)]:.3f}" for x in labels)
+                lines.append(f"| {name} | {o} | {100 * area:.2f}% | {js} |")
     body = (
         "## Tracking check: small objects, several objects, same-kind distractors (held-out videos)\n\n"
-        f"Command: `python benchmarks/tracking_check.py {variant_options(args)} --write` on {cpu_name()}, "
+        f"Command: `python benchmarks/tracking_check.py {variant_options(args)}"
+        + (" --per-object" if args.per_object else "")
+        + f" --write` on {cpu_name()}, "
         f"{args.threads} threads. {len(clips)} clips of {args.frames} frames at 240x427 ({n_obj} labelled objects): "
         "each held-out DAVIS-2016 training video with two small objects of other held-out videos pasted in "
         "(scale 0.15-0.4) and an unlabelled copy of one of them; official semi-supervised protocol per object. "
