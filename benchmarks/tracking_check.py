@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -120,17 +121,26 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also a table of each object's J-Mean (official protocol) by method, with its area on its first frame",
     )
+    ap.add_argument(
+        "--figure",
+        nargs="*",
+        default=[],
+        metavar="CLIP",
+        help="clips (e.g. mallard-fly+2+distractor) to show in docs/tracking_check.jpg with --write: one row "
+        "per recvos method, 5 evenly spaced frames, ground truth outlined in white",
+    )
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     clips = build_clips(args.root, args.frames, args.seed)
     methods = [("copy first mask", copy_first), ("DIS optical flow", dis_flow)]
     methods += [(f"recvos {label}", recvos_predictor(m, **kw)) for label, m, kw in model_variants(args)]
-    rows, per_object = [], {}
+    rows, per_object, all_preds = [], {}, {}
     for label, predict in methods:
         t0 = time.perf_counter()
         preds = {name: predict(f, ids) for name, (f, ids) in clips.items()}
         seconds = time.perf_counter() - t0
+        all_preds[label] = preds
         gts = {name: ids for name, (_, ids) in clips.items()}
         res = evaluate_arrays(gts, preds)
         g = res.global_metrics
@@ -158,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "## Tracking check: small objects, several objects, same-kind distractors (held-out videos)\n\n"
         f"Command: `python benchmarks/tracking_check.py {variant_options(args)}"
         + (" --per-object" if args.per_object else "")
+        + (f" --figure {' '.join(args.figure)}" if args.figure else "")
         + f" --write` on {cpu_name()}, "
         f"{args.threads} threads. {len(clips)} clips of {args.frames} frames at 240x427 ({n_obj} labelled objects): "
         "each held-out DAVIS-2016 training video with two small objects of other held-out videos pasted in "
@@ -166,9 +177,36 @@ def main(argv: list[str] | None = None) -> int:
         + "\n".join(lines)
         + "\n"
     )
+    figure = None
+    if args.figure:
+        from figures import grid, outline
+
+        from recvos.inference.overlay import blend
+
+        unknown = sorted(set(args.figure) - set(clips))
+        if unknown:
+            raise SystemExit(f"--figure {' '.join(unknown)}: not a clip; choose from {', '.join(clips)}")
+        tiles, names = [], []
+        for name in args.figure:
+            f, ids = clips[name]
+            picks = np.linspace(0, len(f) - 1, 5).round().astype(int)
+            for label in [r[0] for r in rows if r[0].startswith("recvos")]:
+                tiles += [outline(blend(f[t], all_preds[label][name][t]), ids[t] > 0) for t in picks]
+                names.append(f"{name}, {label}")
+        figure = grid(tiles, cols=5, width=1600)
+        body += (
+            f"\n![tracking check overlays](docs/tracking_check.jpg)\n\nRows of `docs/tracking_check.jpg` "
+            f"(frames {', '.join(map(str, picks))}; prediction filled, ground truth outlined in white): "
+            + "; ".join(f"{i + 1}. {n}" for i, n in enumerate(names))
+            + ".\n"
+        )
     print(body)
     if args.write:
         write_section("tracking_check", body)
+        if figure is not None:
+            from figures import save_jpg
+
+            save_jpg(Path(__file__).resolve().parents[1] / "docs" / "tracking_check.jpg", figure)
     return 0
 
 
