@@ -98,9 +98,13 @@ def run_method(name: str, predict: Predictor, dataset, task: str) -> dict:
         gts[seq.name] = np.stack([seq.load_mask(i) for i in range(len(seq.frame_paths))])
     res = evaluate_arrays(gts, preds, task=task)
     g = res.global_metrics
+    per: dict[str, list[float]] = {}
+    for o in res.objects:
+        per.setdefault(o.sequence, []).append(float(np.mean(o.j)))
     return {
         "method": name,
         **g,
+        "per_sequence": {s: float(np.mean(js)) for s, js in per.items()},
         "s/video": elapsed / len(dataset),
         "ms/frame": 1000 * elapsed / n_frames,
     }
@@ -111,7 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", default="../shared/data/davis2016")
     ap.add_argument("--split", default="val")
     ap.add_argument("--methods", default="copy,flow,oneshot,oneshot-ol,zeroshot-alone,zeroshot")
-    ap.add_argument("--online-steps", type=int, default=50)
+    ap.add_argument(
+        "--online-steps", type=int, nargs="+", default=[50], help="oneshot-ol: one row per value (steps)"
+    )
+    ap.add_argument(
+        "--per-sequence", action="store_true", help="also a table of J-Mean per sequence and method"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
         "--oneshot-model", default=None, help="checkpoint (default: the shipped one-shot weights)"
@@ -191,15 +200,18 @@ def main(argv: list[str] | None = None) -> int:
                     "semi-supervised",
                 )
             )
-        elif m == "oneshot-ol":
-            rows.append(
-                run_method(
-                    f"recvos one-shot default + online learning ({args.online_steps} steps)",
-                    recvos_predictor("one-shot", args.online_steps, args.oneshot_model, **one),
-                    seqs,
-                    "semi-supervised",
+        elif m == "oneshot-ol":  # one row per --online-steps value
+            for steps in args.online_steps:
+                rows.append(
+                    run_method(
+                        f"recvos one-shot default + online learning ({steps} steps)",
+                        recvos_predictor("one-shot", steps, args.oneshot_model, **one),
+                        seqs,
+                        "semi-supervised",
+                    )
                 )
-            )
+                if steps != args.online_steps[-1]:
+                    print(rows[-1], file=sys.stderr, flush=True)
         elif m == "zeroshot":
             rows.append(
                 run_method(
@@ -231,6 +243,21 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows
     )
     table = header + body
+    if args.per_sequence:
+        names = [s.name for s in seqs]
+        table += (
+            "\nJ-Mean per sequence:\n\n| sequence | "
+            + " | ".join(r["method"] for r in rows)
+            + " |\n|---|"
+            + "---|" * len(rows)
+            + "\n"
+            + "".join(
+                f"| {n} | "
+                + " | ".join(f"{r['per_sequence'].get(n, float('nan')):.3f}" for r in rows)
+                + " |\n"
+                for n in names
+            )
+        )
     print(table)
     if args.write:
         machine = (
