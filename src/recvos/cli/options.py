@@ -37,7 +37,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--small-object-size",
         type=int,
-        default=None,
+        default=SMALL_OBJECT_SIZE,
         metavar="SIZE",
         help=f"process videos where a given object covers under 0.5%% of the frame at this shorter side "
         f"(upscaling if needed; 0: off; default: {SMALL_OBJECT_SIZE}); small objects are lost at {DEFAULT_SIZE} "
@@ -98,7 +98,7 @@ def check_model_options(args: argparse.Namespace) -> None:
 
         check_handoff(args.handoff, "--handoff")
     if getattr(args, "memory", None) is not None:
-        from recvos.models.rvos import check_memory_frames
+        from recvos.models.memory import check_memory_frames
 
         check_memory_frames(args.memory, "--memory")
     threads = getattr(args, "threads", None)
@@ -111,11 +111,10 @@ def check_model_options(args: argparse.Namespace) -> None:
     elif args.max_size is None:
         args.max_size = DEFAULT_SIZE
     check_max_size(args.max_size)
-    small = getattr(args, "small_object_size", None)
-    if small:
-        check_max_size(small, "small_object_size (--small-object-size)")
-    if small is None and hasattr(args, "small_object_size"):
-        args.small_object_size = SMALL_OBJECT_SIZE
+    if hasattr(args, "small_object_size"):
+        from recvos.inference.segmenter import check_small_object_size
+
+        check_small_object_size(args.small_object_size)
 
 
 def sequence_names(values: list[str] | str | None) -> list[str] | None:

@@ -37,17 +37,20 @@ MIN_SIZE = 16
 MAX_OBJECT_ID = 255
 
 
-def check_max_size(max_size: int | None, option: str = "max_size (--max-size)") -> None:
-    """RecvosError naming ``option`` unless ``max_size`` is None/0 (full resolution, or off) or at least
-    :data:`MIN_SIZE`."""
+def check_max_size(
+    max_size: int | None,
+    option: str = "max_size (--max-size)",
+    zero: str = "the full resolution",
+    example: str = "--max-size 240",
+) -> None:
+    """RecvosError naming ``option`` unless ``max_size`` is None/0 (what ``zero`` says it means) or at least
+    :data:`MIN_SIZE`; the message ends with ``example``."""
     if max_size is None or max_size == 0:
         return
     if not isinstance(max_size, (int, np.integer)) or max_size < MIN_SIZE:
-        flag = option.split("(")[-1].rstrip(")")
         raise RecvosError(
             f"{option} {max_size}: the processing size must be at least {MIN_SIZE} pixels, "
-            f"or 0 for {'the full resolution' if flag == '--max-size' else 'off'}; e.g. {flag} "
-            f"{240 if flag == '--max-size' else 360}"
+            f"or 0 for {zero}; e.g. {example}"
         )
 
 

@@ -269,8 +269,7 @@ class Segmenter:
         small_object_size: int | None = SMALL_OBJECT_SIZE,
     ) -> None:
         check_max_size(max_size)
-        if small_object_size:
-            check_max_size(small_object_size, "small_object_size (--small-object-size)")
+        check_small_object_size(small_object_size)
         check_memory(memory, [m for m in (model, tracker) if m is not None])
         check_handoff(int(handoff))
         if tracker is not None:
@@ -734,11 +733,21 @@ def check_handoff(handoff: int, label: str = "handoff") -> None:
         raise RecvosError(f"{label} {handoff}: the frames before the tracker takes over, 0 (none) or more")
 
 
+def check_small_object_size(size: int | None) -> None:
+    """A small_object_size (None or 0: off) or a one-line :class:`RecvosError` naming the option."""
+    check_max_size(
+        size,
+        "small_object_size (--small-object-size)",
+        zero="off",
+        example=f"--small-object-size {SMALL_OBJECT_SIZE}",
+    )
+
+
 def check_memory(memory: int | None, models: list[RecurrentVOS]) -> None:
     """A memory size for these models (None: theirs) or a one-line :class:`RecvosError`."""
     if memory is None:
         return
-    from recvos.models.rvos import check_memory_frames
+    from recvos.models.memory import check_memory_frames
 
     check_memory_frames(memory)
     for m in models:

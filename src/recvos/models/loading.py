@@ -253,7 +253,7 @@ def export_weights(
     if memory is not None:
         if not model["model_config"].get("memory"):
             raise RecvosError(f"{checkpoint}: --memory {memory}: this model was trained without a memory")
-        from recvos.models.rvos import check_memory_frames
+        from recvos.models.memory import check_memory_frames
 
         check_memory_frames(int(memory), "--memory")
         model["model_config"]["memory"] = int(memory)

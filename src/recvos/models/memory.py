@@ -63,6 +63,13 @@ def matching_options(reference: bool, memory: int, mem_top_k: int, ref_dim: int)
         raise RecvosError(f"ref_dim must be >= 1 (got {ref_dim})")
 
 
+def insert_zero_columns(w: torch.Tensor, at: int, want: int) -> torch.Tensor:
+    """A convolution weight [C_out, C_in, k, k] with ``want - C_in`` zero input channels inserted before
+    channel ``at``: the warm start of a model with more matching maps (the new inputs start unused)."""
+    zeros = w.new_zeros(w.shape[0], want - w.shape[1], *w.shape[2:])
+    return torch.cat([w[:, :at], zeros, w[:, at:]], 1)
+
+
 @dataclass(kw_only=True)
 class MatchingState:
     """The state fields of the reference and the memory (None for a model without them), mixed into the

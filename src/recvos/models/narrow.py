@@ -83,7 +83,7 @@ def narrow(model: RVOS, hidden_size: int) -> RVOS:
     keeping the channels described in the module docs. Returned in the model's train/eval mode."""
     if not isinstance(model, RVOS):
         raise RecvosError(f"narrow() takes an RVOS model (rvos-s/t/st), not {type(model).__name__}")
-    old = model.config.get("hidden_size", model.hidden_dims[0])
+    old = model.hidden_dims[0]
     if hidden_size < 8 or hidden_size % 8 or hidden_size > old:
         raise RecvosError(
             f"hidden_size must be a multiple of 8 between 8 and the model's {old} (got {hidden_size})"

@@ -60,15 +60,14 @@ from recvos.models.backbones import DEFAULT_BACKBONE, build_backbone
 from recvos.models.base import MODES, RecurrentVOS, StepOutput, scan_objects
 from recvos.models.convlstm import ConvLSTMCell
 from recvos.models.memory import (
-    MAX_MEMORY,
     MatchingMemory,
     MatchingState,
-    check_memory_frames,
+    insert_zero_columns,
     matching_options,
 )
 from recvos.models.state import RecurrentState
 
-__all__ = ["RVOS", "RVOSState", "VARIANTS", "MAX_MEMORY", "check_memory_frames"]
+__all__ = ["RVOS", "RVOSState", "VARIANTS"]
 
 VARIANTS = ("S", "T", "ST")
 
@@ -247,8 +246,7 @@ class RVOS(MatchingMemory, RecurrentVOS):
                 continue
             recurrent = self.hidden_dims[level] * (1 + cell.extra_hidden)
             at = w.shape[1] - recurrent  # after [upsampled hidden, mask, the maps the checkpoint has]
-            zeros = w.new_zeros(w.shape[0], want - w.shape[1], *w.shape[2:])
-            out[key] = torch.cat([w[:, :at], zeros, w[:, at:]], 1)
+            out[key] = insert_zero_columns(w, at, want)
         return out
 
     def step(self, frame: torch.Tensor, state: RVOSState, prev_masks: torch.Tensor | None) -> StepOutput:

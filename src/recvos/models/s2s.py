@@ -35,7 +35,7 @@ from recvos.errors import RecvosError
 from recvos.models.backbones import DEFAULT_BACKBONE, build_backbone
 from recvos.models.base import RecurrentVOS, StepOutput
 from recvos.models.convlstm import ConvLSTMCell, group_add
-from recvos.models.memory import MatchingMemory, MatchingState, matching_options
+from recvos.models.memory import MatchingMemory, MatchingState, insert_zero_columns, matching_options
 from recvos.models.state import RecurrentState
 
 __all__ = ["S2S", "S2SState"]
@@ -218,9 +218,9 @@ class S2S(MatchingMemory, RecurrentVOS):
             want = module.weight.shape[1]
             if w is None or w.shape[1] >= want:
                 continue
-            at += n - (want - w.shape[1])  # after the maps the checkpoint has
-            zeros = w.new_zeros(w.shape[0], want - w.shape[1], *w.shape[2:])
-            out[key] = torch.cat([w[:, :at], zeros, w[:, at:]], 1)
+            out[key] = insert_zero_columns(
+                w, at + n - (want - w.shape[1]), want
+            )  # after the checkpoint's maps
         return out
 
     def step(self, frame: torch.Tensor, state: S2SState, prev_masks: torch.Tensor | None) -> StepOutput:
