@@ -15,8 +15,6 @@ into BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import platform
-import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +22,7 @@ from collections.abc import Callable, Iterator
 import cv2
 import numpy as np
 import torch
-from _common import write_section  # noqa: E402  (benchmarks/ is on sys.path)
+from _common import command_and_machine, write_section  # noqa: E402  (benchmarks/ is on sys.path)
 
 from recvos.data.datasets import VideoSequence, open_dataset
 from recvos.evaluation.protocols import evaluate_arrays
@@ -101,13 +99,15 @@ def run_method(name: str, predict: Predictor, dataset, task: str) -> dict:
     per: dict[str, list[float]] = {}
     for o in res.objects:
         per.setdefault(o.sequence, []).append(float(np.mean(o.j)))
-    return {
+    row = {
         "method": name,
         **g,
         "per_sequence": {s: float(np.mean(js)) for s, js in per.items()},
         "s/video": elapsed / len(dataset),
         "ms/frame": 1000 * elapsed / n_frames,
     }
+    print(row, file=sys.stderr, flush=True)
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,8 +210,6 @@ def main(argv: list[str] | None = None) -> int:
                         "semi-supervised",
                     )
                 )
-                if steps != args.online_steps[-1]:
-                    print(rows[-1], file=sys.stderr, flush=True)
         elif m == "zeroshot":
             rows.append(
                 run_method(
@@ -235,7 +233,6 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             ap.error(f"unknown method {m!r}")
-        print(rows[-1], file=sys.stderr, flush=True)
     header = "| method | J-Mean | J-Recall | J-Decay | F-Mean | J&F | s/video | ms/frame |\n|---|---|---|---|---|---|---|---|\n"
     body = "".join(
         f"| {r['method']} | {r['J-Mean']:.3f} | {r['J-Recall']:.3f} | {r['J-Decay']:.3f} | {r['F-Mean']:.3f} | "
@@ -260,10 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(table)
     if args.write:
-        machine = (
-            f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}"
-        )
-        cmd = "python benchmarks/davis2016_table.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+        cmd, machine = command_and_machine("davis2016_table.py", argv, args.threads)
         section = (
             f"## DAVIS-2016 val ({len(seqs)} sequences), official protocol on 480p masks\n\n"
             f"Command: `{cmd}` — machine: {machine}.\n\n{table}"
