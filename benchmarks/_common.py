@@ -89,8 +89,8 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
 
 
 def add_model_variants(ap: argparse.ArgumentParser) -> None:
-    """--models, --memory and --small-object-size: each model is run with each memory size and each
-    small_object_size (:func:`model_variants`)."""
+    """--models, --memory, --small-object-size and --online-steps: each model is run with each memory size,
+    each small_object_size and each number of online-learning steps (:func:`model_variants`)."""
     ap.add_argument("--models", nargs="+", default=["default"], help="checkpoints, or 'default' (shipped)")
     ap.add_argument(
         "--memory", type=int, nargs="*", default=[], help="run each model with each memory size (frames)"
@@ -102,27 +102,41 @@ def add_model_variants(ap: argparse.ArgumentParser) -> None:
         default=[],
         help="run each model with each small_object_size (0: off; default: the Segmenter's)",
     )
+    ap.add_argument(
+        "--online-steps",
+        type=int,
+        nargs="*",
+        default=[],
+        help="run each model with each number of online-learning steps (0: none, the default)",
+    )
 
 
 def model_variants(args: argparse.Namespace) -> list[tuple[str, str | None, dict[str, Any]]]:
     """(label, model for load_model (None: the shipped default), its Segmenter options) for every combination
-    of the options of :func:`add_model_variants`."""
+    of the options of :func:`add_model_variants`; the options hold ``online_steps`` (for ``open_sequence``,
+    not the Segmenter: pop it) when --online-steps was given."""
     out = []
     for m in args.models:
         for k in args.memory or [None]:
             for z in args.small_object_size or [None]:
-                label = (
-                    f"`{m}`"
-                    + (f", memory {k}" if k else "")
-                    + ("" if z is None else f", small_object_size {z or 'off'}")
-                )
-                kw: dict[str, Any] = {"memory": k} | ({} if z is None else {"small_object_size": z})
-                out.append((label, None if m == "default" else m, kw))
+                for n in args.online_steps or [None]:
+                    label = (
+                        f"`{m}`"
+                        + (f", memory {k}" if k else "")
+                        + ("" if z is None else f", small_object_size {z or 'off'}")
+                        + (f", online learning {n} steps" if n else "")
+                    )
+                    kw: dict[str, Any] = (
+                        {"memory": k}
+                        | ({} if z is None else {"small_object_size": z})
+                        | ({} if n is None else {"online_steps": n})
+                    )
+                    out.append((label, None if m == "default" else m, kw))
     return out
 
 
 def variant_options(args: argparse.Namespace) -> str:
-    """The --models/--memory/--small-object-size part of a report's command line."""
+    """The --models/--memory/--small-object-size/--online-steps part of a report's command line."""
     return (
         f"--models {' '.join(args.models)}"
         + (f" --memory {' '.join(map(str, args.memory))}" if args.memory else "")
@@ -131,6 +145,7 @@ def variant_options(args: argparse.Namespace) -> str:
             if args.small_object_size
             else ""
         )
+        + (f" --online-steps {' '.join(map(str, args.online_steps))}" if args.online_steps else "")
     )
 
 

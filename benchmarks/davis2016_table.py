@@ -15,6 +15,7 @@ into BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -68,16 +69,30 @@ def dis_flow(seq: VideoSequence) -> Iterator[np.ndarray]:
         yield out
 
 
-def recvos_predictor(kind: str, online_steps: int = 0, model: str | None = None, **options) -> Predictor:
-    """The user path of ``recvos predict``: the object given on its first annotated frame, then propagated."""
+def recvos_predictor(
+    kind: str,
+    online_steps: int = 0,
+    model: str | None = None,
+    online_precision: str = "auto",
+    online_lr: float | None = None,
+    **options,
+) -> Predictor:
+    """The user path of ``recvos predict``: the object given on its first annotated frame, then propagated
+    (after ``online_steps`` of online learning in ``online_precision``, "auto" being the Segmenter's own, at
+    learning rate ``online_lr``, None for finetune's default)."""
     from recvos.inference.dataset import open_sequence
-    from recvos.inference.segmenter import load_model
+    from recvos.inference.segmenter import inference_dtype, load_model
 
     seg = load_model(model, kind=kind, **options)
     zero_shot = kind == "zero-shot"
+    ol: dict = {} if online_precision == "auto" else {"dtype": inference_dtype(online_precision, seg.device)}
+    if online_lr is not None:
+        ol["lr"] = online_lr
 
     def run(seq: VideoSequence) -> Iterator[np.ndarray]:
-        state = open_sequence(seg, seq, zero_shot=zero_shot, online_steps=online_steps)
+        state = open_sequence(seg, seq, zero_shot=zero_shot)
+        if online_steps > 0:
+            seg.finetune(state, steps=online_steps, **ol)
         for _, _, ids in seg.propagate(state, zero_shot=zero_shot):
             yield ids
 
@@ -117,6 +132,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default="copy,flow,oneshot,oneshot-ol,zeroshot-alone,zeroshot")
     ap.add_argument(
         "--online-steps", type=int, nargs="+", default=[50], help="oneshot-ol: one row per value (steps)"
+    )
+    ap.add_argument(
+        "--online-precision",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "fp32", "bf16"],
+        help="oneshot-ol: one row per value and step count (auto: the Segmenter's precision, bf16 on a CPU "
+        "with native bf16)",
+    )
+    ap.add_argument(
+        "--online-lr",
+        type=float,
+        nargs="+",
+        default=[None],
+        help="oneshot-ol: one row per value, step count and precision (default: finetune's learning rate)",
     )
     ap.add_argument(
         "--per-sequence", action="store_true", help="also a table of J-Mean per sequence and method"
@@ -202,14 +232,20 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif m == "oneshot-ol":  # one row per --online-steps value
             for steps in args.online_steps:
-                rows.append(
-                    run_method(
-                        f"recvos one-shot default + online learning ({steps} steps)",
-                        recvos_predictor("one-shot", steps, args.oneshot_model, **one),
-                        seqs,
-                        "semi-supervised",
+                for p, lr in itertools.product(args.online_precision, args.online_lr):
+                    label = (
+                        f"{steps} steps"
+                        + ("" if p == "auto" else f", {p}")
+                        + ("" if lr is None else f", lr {lr:g}")
                     )
-                )
+                    rows.append(
+                        run_method(
+                            f"recvos one-shot default + online learning ({label})",
+                            recvos_predictor("one-shot", steps, args.oneshot_model, p, lr, **one),
+                            seqs,
+                            "semi-supervised",
+                        )
+                    )
         elif m == "zeroshot":
             rows.append(
                 run_method(

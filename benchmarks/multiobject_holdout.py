@@ -50,10 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     clips = composites(args.root, args.frames, (240, 427), args.seed)
     rows = []
     for spec, model, kw in model_variants(args):
+        steps = kw.pop("online_steps", 0)
         seg = load_model(model, kind="one-shot", **kw)
         gts, preds = {}, {}
         for name, (f, ids, _) in clips.items():  # the user path: objects prompted where they first appear
-            state = open_sequence(seg, ArrayVideo(name, f, ids))
+            state = open_sequence(seg, ArrayVideo(name, f, ids), online_steps=steps)
             preds[name] = np.stack([m for _, _, m in seg.propagate(state)])
             gts[name] = ids
         res = evaluate_arrays(gts, preds)

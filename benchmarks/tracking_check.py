@@ -87,12 +87,13 @@ def dis_flow(frames: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return pred
 
 
-def recvos_predictor(model: str | None, **options):
-    """The Segmenter's masks (``model``: None for the shipped default; ``options``: Segmenter options)."""
+def recvos_predictor(model: str | None, online_steps: int = 0, **options):
+    """The Segmenter's masks (``model``: None for the shipped default; ``options``: Segmenter options), after
+    ``online_steps`` of online learning."""
     seg = load_model(model, kind="one-shot", **options)
 
     def run(frames: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        state = open_sequence(seg, ArrayVideo("clip", frames, ids))
+        state = open_sequence(seg, ArrayVideo("clip", frames, ids), online_steps=online_steps)
         return np.stack([m for _, _, m in seg.propagate(state)])
 
     return run

@@ -110,3 +110,39 @@ def test_finetune_needs_masks(seg, clip):
     state = seg.init_state(list(clip.frames))
     with pytest.raises(RecvosError, match="needs masks"):
         seg.finetune(state, steps=1)
+
+
+def test_finetune_runs_in_the_segmenters_precision(clip):
+    """A bf16 Segmenter fine-tunes under bf16 autocast (fp32 weights, other updates than fp32's); dtype=fp32
+    given explicitly fine-tunes exactly as an fp32 Segmenter does."""
+
+    def tuned(precision: str, **options) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        s = Segmenter(build_model("rvos-t", hidden_size=16), precision=precision)
+        state = s.init_state(list(clip.frames))
+        s.add_mask(state, 0, clip.masks[0])
+        s.finetune(state, steps=2, lr=1e-2, tolerance=1.0, **options)
+        assert state.finetune_result.kept
+        return snapshot(s.model)
+
+    fp32, bf16 = tuned("fp32"), tuned("bf16")
+    assert all(v.dtype == torch.float32 for k, v in bf16.items() if v.is_floating_point())
+    assert not same(fp32, bf16)
+    assert same(fp32, tuned("bf16", dtype=torch.float32))
+
+
+def test_online_steps_flag_alone_is_the_recommended_setting():
+    """--online-steps with no value is ONLINE_STEPS (the CLI's copy equals the library's); absent, 0."""
+    import argparse
+
+    from recvos.cli.options import ONLINE_STEPS as CLI_STEPS
+    from recvos.cli.options import add_online_steps_option
+    from recvos.inference.online import ONLINE_STEPS
+
+    p = argparse.ArgumentParser()
+    p.add_argument("video")
+    add_online_steps_option(p)
+    assert CLI_STEPS == ONLINE_STEPS
+    assert p.parse_args(["v.mp4"]).online_steps == 0
+    assert p.parse_args(["v.mp4", "--online-steps"]).online_steps == ONLINE_STEPS
+    assert p.parse_args(["v.mp4", "--online-steps", "7"]).online_steps == 7

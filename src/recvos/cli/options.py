@@ -10,6 +10,23 @@ QUALITY_SIZE = 480
 #: recvos.inference.segmenter.SMALL_OBJECT_SIZE (a copy, so that building the parser imports nothing heavy;
 #: tests/test_segmenter.py checks it)
 SMALL_OBJECT_SIZE = 360
+#: recvos.inference.online.ONLINE_STEPS (a copy, for the same reason; the same test checks it)
+ONLINE_STEPS = 50
+
+
+def add_online_steps_option(p: argparse.ArgumentParser) -> None:
+    """--online-steps [N]: 0 by default, the recommended :data:`ONLINE_STEPS` when given without a value."""
+    p.add_argument(
+        "--online-steps",
+        type=int,
+        nargs="?",
+        const=ONLINE_STEPS,
+        default=0,
+        metavar="N",
+        help=f"online learning: fine-tune on the annotated frame(s) of each video for N steps first (default 0: "
+        f"off; the flag alone: {ONLINE_STEPS}, the recommended setting: +7 J on held-out videos, about 10 s per "
+        "video on 2 CPU cores; BENCHMARKS.md, Online learning)",
+    )
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:

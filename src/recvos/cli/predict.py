@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recvos.cli.options import add_model_options, add_zero_shot_options, check_model_options, sequence_names
+from recvos.cli.options import (
+    add_model_options,
+    add_online_steps_option,
+    add_zero_shot_options,
+    check_model_options,
+    sequence_names,
+)
 
 if TYPE_CHECKING:
     from recvos.distributed import DistInfo
@@ -47,13 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_model_options(p)
     add_zero_shot_options(p)
     p.add_argument("--zero-shot", action="store_true", help="unsupervised: no masks, discover objects")
-    p.add_argument(
-        "--online-steps",
-        type=int,
-        default=0,
-        help="online-learning steps per sequence (default 0: off; 300 gave +6 J on held-out videos, about 90 s "
-        "per video on 2 CPU cores: BENCHMARKS.md, Online learning)",
-    )
+    add_online_steps_option(p)
     p.add_argument(
         "--shard",
         default=None,

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 
-from recvos.cli.options import PROMPT_METHODS, add_model_options, add_zero_shot_options, check_model_options
+from recvos.cli.options import (
+    PROMPT_METHODS,
+    add_model_options,
+    add_online_steps_option,
+    add_zero_shot_options,
+    check_model_options,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +89,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="with --runtime onnxruntime: a file from recvos export --onnx (default: export --model now)",
     )
-    p.add_argument(
-        "--online-steps",
-        type=int,
-        default=0,
-        help="online-learning steps on the annotated frame(s) (default 0: off); more steps help more: 300 "
-        "gave +6 J on held-out videos, at about 90 s per video on 2 CPU cores (BENCHMARKS.md, Online learning)",
-    )
+    add_online_steps_option(p)
     p.add_argument("--objectness-threshold", type=float, default=0.5, help="zero-shot: minimum objectness")
     add_zero_shot_options(p)
     p.add_argument("--overwrite", action="store_true", help="write into an existing non-empty output folder")

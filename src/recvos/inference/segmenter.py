@@ -53,7 +53,7 @@ from recvos.inference.inputs import (
     resize_binary,
     zoomed_size,
 )
-from recvos.inference.online import FinetuneResult, finetune
+from recvos.inference.online import ONLINE_STEPS, FinetuneResult, finetune
 from recvos.models.base import FrameResult, RecurrentVOS
 from recvos.models.feed import FirstFrameFeed, ObjectChange
 
@@ -594,10 +594,11 @@ class Segmenter:
             yield FrameResult(start + q.t, logits, objectness, fed, q.state)
 
     # ------------------------------------------------------------------------------ online learning
-    def finetune(self, state: InferenceState, steps: int = 50, **options: Any) -> float:
+    def finetune(self, state: InferenceState, steps: int = ONLINE_STEPS, **options: Any) -> float:
         """Online learning (S2S "OL"): fine-tune on warped pairs of the annotated frame(s); returns seconds.
 
-        See :func:`recvos.inference.online.finetune` for the options. The weights are restored when the next
+        See :func:`recvos.inference.online.finetune` for the options; its steps run in this Segmenter's
+        precision (bf16 autocast where it propagates in bf16) unless ``dtype`` is given. The weights are restored when the next
         ``propagate`` of this state ends, by :meth:`restore_weights`, or by the next ``init_state``.
         """
         if self.model.inference_only:
@@ -612,6 +613,7 @@ class Segmenter:
         self._finetuned_for = id(state)
         self._fast = None
         try:
+            options.setdefault("dtype", self.dtype)
             result = finetune(self.model, samples, state.proc_size, steps=steps, **options)
         except BaseException:
             self.restore_weights()
