@@ -188,6 +188,54 @@ def test_zero_shot_is_one_call_and_needs_no_objects(app_client, video):
     assert len(read_zip(client.get(f"/api/s/{sid}/masks.zip").content)) == FRAMES
 
 
+def test_online_learning_box_matches_the_python_api(app_client, video, ckpt, monkeypatch):
+    """The Online learning box: the app fine-tunes (ONLINE_STEPS; 2 here, for time) before propagating, as
+    seg.finetune does; it is refused with Zero-shot, and the next propagation runs on the original weights."""
+    from recvos import load_model, open_frames
+    from recvos.inference import online
+    from recvos.inference.segmenter import Segmenter
+    from recvos.prompts import mask_from_prompts
+
+    monkeypatch.setattr(online, "ONLINE_STEPS", 2)
+    calls = []
+    finetune = Segmenter.finetune
+
+    def spy(self, state, steps=online.ONLINE_STEPS, **options):
+        calls.append(steps)
+        return finetune(self, state, steps, **options)
+
+    monkeypatch.setattr(Segmenter, "finetune", spy)
+    client, _ = app_client
+    sid = new_session(client)
+    upload(client, sid, video)
+    assert "untick" in error(client.post(f"/api/s/{sid}/propagate", json={"zero_shot": True, "online": True}))
+    client.post(f"/api/s/{sid}/prompt", json={"frame": 0, "obj": 1, "box": list(BOX)})
+    assert client.post(f"/api/s/{sid}/propagate", json={"online": True}).status_code == 200
+    job = wait_job(client, sid)
+    assert job["state"] == "done" and job["online_steps"] == 2 and calls == [2]
+    masks = read_zip(client.get(f"/api/s/{sid}/masks.zip").content)
+
+    seg = load_model(ckpt)
+    with open_frames(video) as src:
+        first = mask_from_prompts(next(iter(src)), box=BOX)
+    state = seg.init_state(video)
+    seg.add_mask(state, 0, {1: first})
+    seg.finetune(state, steps=2)
+    ref = {t: ids for t, _, ids in seg.propagate(state)}
+    plain = {t: ids for t, _, ids in _propagate(seg, video, {0: {1: first}})}
+    for t in range(FRAMES):
+        assert np.array_equal(masks[f"{t:05d}.png"], ref[t]), t
+
+    sid2 = new_session(client)  # the next propagation (another session) runs on the original weights
+    upload(client, sid2, video)
+    client.post(f"/api/s/{sid2}/prompt", json={"frame": 0, "obj": 1, "box": list(BOX)})
+    client.post(f"/api/s/{sid2}/propagate", json={})
+    assert wait_job(client, sid2)["state"] == "done" and calls == [2, 2]
+    again = read_zip(client.get(f"/api/s/{sid2}/masks.zip").content)
+    for t in range(FRAMES):
+        assert np.array_equal(again[f"{t:05d}.png"], plain[t]), t
+
+
 # --------------------------------------------------------------------------------------------- bad input
 def test_bad_prompts_and_requests_are_one_line_errors(app_client, video):
     client, _ = app_client

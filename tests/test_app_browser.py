@@ -140,7 +140,7 @@ def downloaded(driver, suffix: str) -> Path:
     return wait(done, what=f"the {suffix} download")
 
 
-def test_upload_box_propagate_correct_download(server, browser, video, ckpt):
+def test_upload_box_propagate_correct_download(server, browser, video, ckpt, monkeypatch):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
@@ -214,6 +214,28 @@ def test_upload_box_propagate_correct_download(server, browser, video, ckpt):
 
     with open_frames(mp4) as src:
         assert sum(1 for _ in src) == FRAMES
+
+    # the Online learning box: a correction on the next frame, propagated with online learning (1 step here)
+    from recvos.inference import online
+
+    monkeypatch.setattr(online, "ONLINE_STEPS", 1)
+    d.find_element(By.ID, "next-frame").click()
+    idle(d)
+    ActionChains(d).move_to_element_with_offset(canvas, *canvas_offset(d, *CLICK)).click().perform()
+    wait(lambda: get_json(f"{url}/api/s/{sid}/prompts/{CLICK_FRAME + 1}"), what="the second click")
+    idle(d)
+    d.find_element(By.ID, "online").click()
+    d.find_element(By.ID, "propagate").click()
+    job = wait(
+        lambda: (
+            (j := get_json(f"{url}/api/s/{sid}/status")["job"] or {}).get("start") == CLICK_FRAME + 1
+            and d.execute_script("return document.body.dataset.job") == "done"
+            and j
+        ),
+        what="the propagation with online learning",
+    )
+    assert job["online_steps"] == 1
+    idle(d)
 
     # closing the page ends the session and removes its files
     folder = store.get(sid).dir

@@ -46,6 +46,7 @@ class PromptIn(BaseModel):
 
 class PropagateIn(BaseModel):
     zero_shot: bool = False
+    online: bool = False
 
 
 class PathIn(BaseModel):
@@ -217,7 +218,8 @@ def create_app(
 
     @app.post("/api/s/{sid}/propagate")
     async def propagate(sid: str, body: PropagateIn | None = None) -> dict[str, Any]:
-        return session(sid).propagate(zero_shot=bool(body and body.zero_shot))
+        body = body or PropagateIn()
+        return session(sid).propagate(zero_shot=body.zero_shot, online=body.online)
 
     @app.post("/api/s/{sid}/cancel")
     async def cancel(sid: str) -> dict[str, bool]:

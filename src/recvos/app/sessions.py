@@ -99,6 +99,13 @@ class Models:
             return self._segs[kind]
 
 
+def online_steps() -> int:
+    """The recommended number of online-learning steps (imported late: it brings torch)."""
+    from recvos.inference.online import ONLINE_STEPS
+
+    return ONLINE_STEPS
+
+
 @dataclass
 class Prompt:
     """One object's prompts on one frame and the mask they give."""
@@ -125,6 +132,7 @@ class Job:
     kind: str
     start: int
     total: int
+    online_steps: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
     state: str = "queued"
     done: int = 0
@@ -138,6 +146,7 @@ class Job:
             "start": self.start,
             "done": self.done,
             "total": self.total,
+            "online_steps": self.online_steps,
             "message": self.message,
         }
 
@@ -452,14 +461,19 @@ class Session:
             return [{"obj": o, **p.summary()} for o, p in sorted(self.prompts.get(t, {}).items())]
 
     # ----------------------------------------------------------------------------------- propagation
-    def propagate(self, zero_shot: bool = False) -> dict[str, Any]:
-        """Start propagating in a thread; refused while one runs, with no object, or with nothing changed."""
+    def propagate(self, zero_shot: bool = False, online: bool = False) -> dict[str, Any]:
+        """Start propagating in a thread; refused while one runs, with no object, or with nothing changed.
+        ``online``: fine-tune on the objects' masks first (online learning, the recommended number of steps)."""
         self.touch(action=True)
         with self.lock:
             self._need_video()
             if self.running:
                 raise Busy("a propagation is already running in this session; wait for it or press Cancel")
             if zero_shot:
+                if online:
+                    raise RecvosError(
+                        "online learning learns from your objects' masks: untick it for Zero-shot"
+                    )
                 if self.prompts or self.objects:
                     raise RecvosError(
                         "zero-shot finds the objects itself: press Reset to remove your objects first"
@@ -497,7 +511,12 @@ class Session:
                     raise RecvosError(
                         f"no object on frame {start} or later: draw a box or click on an object there"
                     )
-            job = Job("zero-shot" if zero_shot else "one-shot", start, self.num_frames)
+            job = Job(
+                "zero-shot" if zero_shot else "one-shot",
+                start,
+                self.num_frames,
+                online_steps=online_steps() if online else 0,
+            )
             job.thread = threading.Thread(
                 target=self._run, args=(job, init, later), name=f"propagate-{self.id[:6]}", daemon=True
             )
@@ -527,6 +546,10 @@ class Session:
                 seg.add_mask(state, 0, init)
             for k, masks in sorted(later.items()):
                 seg.add_mask(state, k, masks)
+            if job.online_steps:
+                job.message = "online learning: fine-tuning on your masks"
+                seg.finetune(state, steps=job.online_steps)  # the weights are restored when propagate ends
+                job.message = ""
             gen = seg.propagate(state, zero_shot=job.kind == "zero-shot")
             try:
                 for k, obj_ids, ids in gen:

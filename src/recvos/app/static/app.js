@@ -160,7 +160,7 @@ function renderStatus(st) {
     const n = Math.max(1, job.total - job.start);
     $("progress").max = n;
     $("progress").value = job.done;
-    const what = { queued: "waiting for another session", running: `${job.kind}: frame ${job.start + job.done} / ${job.total}`,
+    const what = { queued: "waiting for another session", running: job.message || `${job.kind}: frame ${job.start + job.done} / ${job.total}`,
       done: `done: frames ${job.start}..${job.total - 1}`, cancelled: job.message, error: job.message }[job.state];
     $("job-status").textContent = what || "";
     if (job.state === "error") say(job.message);
@@ -321,7 +321,7 @@ function setupControls() {
   });
   const start = (zero_shot) => guarded(async () => {
     say("");
-    await post("propagate", { zero_shot });
+    await post("propagate", { zero_shot, online: !zero_shot && $("online").checked });
     await refresh();
     pollJob();
   });
