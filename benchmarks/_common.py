@@ -109,6 +109,13 @@ def add_model_variants(ap: argparse.ArgumentParser) -> None:
         default=[],
         help="run each model with each number of online-learning steps (0: none, the default)",
     )
+    ap.add_argument(
+        "--online-blend",
+        type=float,
+        nargs="*",
+        default=[],
+        help="with --online-steps: each blend of the fine-tuned weights with the original ones (finetune's blend)",
+    )
 
 
 def model_variants(args: argparse.Namespace) -> list[tuple[str, str | None, dict[str, Any]]]:
@@ -120,18 +127,21 @@ def model_variants(args: argparse.Namespace) -> list[tuple[str, str | None, dict
         for k in args.memory or [None]:
             for z in args.small_object_size or [None]:
                 for n in args.online_steps or [None]:
-                    label = (
-                        f"`{m}`"
-                        + (f", memory {k}" if k else "")
-                        + ("" if z is None else f", small_object_size {z or 'off'}")
-                        + (f", online learning {n} steps" if n else "")
-                    )
-                    kw: dict[str, Any] = (
-                        {"memory": k}
-                        | ({} if z is None else {"small_object_size": z})
-                        | ({} if n is None else {"online_steps": n})
-                    )
-                    out.append((label, None if m == "default" else m, kw))
+                    for a in (args.online_blend or [None]) if n else [None]:
+                        label = (
+                            f"`{m}`"
+                            + (f", memory {k}" if k else "")
+                            + ("" if z is None else f", small_object_size {z or 'off'}")
+                            + (f", online learning {n} steps" if n else "")
+                            + ("" if a is None else f", blend {a:g}")
+                        )
+                        kw: dict[str, Any] = (
+                            {"memory": k}
+                            | ({} if z is None else {"small_object_size": z})
+                            | ({} if n is None else {"online_steps": n})
+                            | ({} if a is None else {"online_blend": a})
+                        )
+                        out.append((label, None if m == "default" else m, kw))
     return out
 
 
@@ -146,6 +156,7 @@ def variant_options(args: argparse.Namespace) -> str:
             else ""
         )
         + (f" --online-steps {' '.join(map(str, args.online_steps))}" if args.online_steps else "")
+        + (f" --online-blend {' '.join(map(str, args.online_blend))}" if args.online_blend else "")
     )
 
 

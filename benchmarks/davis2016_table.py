@@ -75,6 +75,7 @@ def recvos_predictor(
     model: str | None = None,
     online_precision: str = "auto",
     online_lr: float | None = None,
+    online_blend: float | None = None,
     **options,
 ) -> Predictor:
     """The user path of ``recvos predict``: the object given on its first annotated frame, then propagated
@@ -88,6 +89,8 @@ def recvos_predictor(
     ol: dict = {} if online_precision == "auto" else {"dtype": inference_dtype(online_precision, seg.device)}
     if online_lr is not None:
         ol["lr"] = online_lr
+    if online_blend is not None:
+        ol["blend"] = online_blend
 
     def run(seq: VideoSequence) -> Iterator[np.ndarray]:
         state = open_sequence(seg, seq, zero_shot=zero_shot)
@@ -147,6 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=[None],
         help="oneshot-ol: one row per value, step count and precision (default: finetune's learning rate)",
+    )
+    ap.add_argument(
+        "--online-blend",
+        type=float,
+        nargs="+",
+        default=[None],
+        help="oneshot-ol: one row per value and the others (default: finetune's blend, 1)",
     )
     ap.add_argument(
         "--per-sequence", action="store_true", help="also a table of J-Mean per sequence and method"
@@ -232,16 +242,17 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif m == "oneshot-ol":  # one row per --online-steps value
             for steps in args.online_steps:
-                for p, lr in itertools.product(args.online_precision, args.online_lr):
+                for p, lr, a in itertools.product(args.online_precision, args.online_lr, args.online_blend):
                     label = (
                         f"{steps} steps"
                         + ("" if p == "auto" else f", {p}")
                         + ("" if lr is None else f", lr {lr:g}")
+                        + ("" if a is None else f", blend {a:g}")
                     )
                     rows.append(
                         run_method(
                             f"recvos one-shot default + online learning ({label})",
-                            recvos_predictor("one-shot", steps, args.oneshot_model, p, lr, **one),
+                            recvos_predictor("one-shot", steps, args.oneshot_model, p, lr, a, **one),
                             seqs,
                             "semi-supervised",
                         )

@@ -51,10 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for spec, model, kw in model_variants(args):
         steps = kw.pop("online_steps", 0)
+        blend = {"blend": kw.pop("online_blend")} if "online_blend" in kw else {}
         seg = load_model(model, kind="one-shot", **kw)
         gts, preds = {}, {}
         for name, (f, ids, _) in clips.items():  # the user path: objects prompted where they first appear
-            state = open_sequence(seg, ArrayVideo(name, f, ids), online_steps=steps)
+            state = open_sequence(seg, ArrayVideo(name, f, ids))
+            if steps:
+                seg.finetune(state, steps=steps, **blend)
             preds[name] = np.stack([m for _, _, m in seg.propagate(state)])
             gts[name] = ids
         res = evaluate_arrays(gts, preds)

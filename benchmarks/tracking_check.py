@@ -87,13 +87,16 @@ def dis_flow(frames: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return pred
 
 
-def recvos_predictor(model: str | None, online_steps: int = 0, **options):
+def recvos_predictor(model: str | None, online_steps: int = 0, online_blend: float | None = None, **options):
     """The Segmenter's masks (``model``: None for the shipped default; ``options``: Segmenter options), after
-    ``online_steps`` of online learning."""
+    ``online_steps`` of online learning (``online_blend``: finetune's blend)."""
     seg = load_model(model, kind="one-shot", **options)
+    blend = {} if online_blend is None else {"blend": online_blend}
 
     def run(frames: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        state = open_sequence(seg, ArrayVideo("clip", frames, ids), online_steps=online_steps)
+        state = open_sequence(seg, ArrayVideo("clip", frames, ids))
+        if online_steps:
+            seg.finetune(state, steps=online_steps, **blend)
         return np.stack([m for _, _, m in seg.propagate(state)])
 
     return run

@@ -146,3 +146,27 @@ def test_online_steps_flag_alone_is_the_recommended_setting():
     assert p.parse_args(["v.mp4"]).online_steps == 0
     assert p.parse_args(["v.mp4", "--online-steps"]).online_steps == ONLINE_STEPS
     assert p.parse_args(["v.mp4", "--online-steps", "7"]).online_steps == 7
+
+
+def test_blend_keeps_a_mix_of_the_original_and_fine_tuned_weights(clip):
+    """blend=0.5 keeps the midpoint of the original weights and those blend=1 gives (same seed), and a blend
+    outside (0, 1] is refused."""
+
+    def tuned(**options) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        s = Segmenter(build_model("rvos-t", hidden_size=16), precision="fp32")
+        before = snapshot(s.model)
+        state = s.init_state(list(clip.frames))
+        s.add_mask(state, 0, clip.masks[0])
+        s.finetune(state, steps=2, lr=1e-2, tolerance=1.0, **options)
+        return before, snapshot(s.model)
+
+    before, full = tuned()
+    _, half = tuned(blend=0.5)
+    changed = [k for k in before if before[k].is_floating_point() and not torch.equal(before[k], full[k])]
+    assert changed
+    for k in changed:
+        torch.testing.assert_close(half[k], (before[k] + full[k]) / 2)
+    for bad in (0.0, 1.5):
+        with pytest.raises(RecvosError, match="blend must be in"):
+            tuned(blend=bad)

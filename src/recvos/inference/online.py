@@ -138,16 +138,21 @@ def finetune(
     val_pairs: int = 4,
     tolerance: float = 0.0,
     dtype: torch.dtype = torch.float32,
+    blend: float = 1.0,
 ):
     """Fine-tune ``model`` in place on pairs warped from ``samples`` [(frame uint8 [H, W, 3], ids int [Hm, Wm]
     over 1..K)] at the processing ``size`` (h, w) with Adam; returns a FinetuneResult. ``dtype`` bf16 (or
-    fp16 on CUDA) runs the forward passes under autocast; the weights and the optimizer stay fp32.
+    fp16 on CUDA) runs the forward passes under autocast; the weights and the optimizer stay fp32. ``blend``
+    in (0, 1] keeps ``original + blend * (fine-tuned - original)`` (a weight-space mix of the two models; 1: the
+    fine-tuned weights).
 
     The fine-tuned weights are kept only if the IoU on ``val_pairs`` held-out warps is at least the original
     IoU minus ``tolerance``; otherwise the original weights are put back.
     """
     if steps < 0:
         raise RecvosError(f"online learning steps must be >= 0, got {steps}")
+    if not 0 < blend <= 1:
+        raise RecvosError(f"online learning blend must be in (0, 1], got {blend}")
     samples = [(f, i) for f, i in samples if i.max() > 0]
     if not samples:
         raise RecvosError("online learning needs at least one annotated frame with an object")
@@ -186,6 +191,11 @@ def finetune(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+        if blend < 1:
+            with torch.no_grad():
+                for name, v in model.state_dict().items():
+                    if v.is_floating_point():
+                        v.copy_(backup[name].lerp(v, blend))
         iou_after = pair_iou(model, held_out, dtype)
         kept = iou_after >= iou_before - tolerance
         if not kept:
