@@ -94,10 +94,9 @@ def recvos_predictor(
 
     def run(seq: VideoSequence) -> Iterator[np.ndarray]:
         state = open_sequence(seg, seq, zero_shot=zero_shot)
-        if online_steps > 0 and not zero_shot:
+        if online_steps > 0:
             seg.finetune(state, steps=online_steps, **ol)
-        extra = {"online_steps": online_steps} if zero_shot and online_steps else {}
-        for _, _, ids in seg.propagate(state, zero_shot=zero_shot, **extra):
+        for _, _, ids in seg.propagate(state, zero_shot=zero_shot):
             yield ids
 
     return run
@@ -270,24 +269,6 @@ def main(argv: list[str] | None = None) -> int:
                     "unsupervised",
                 )
             )
-        elif m == "zeroshot-ol":  # one row per --online-steps value
-            for steps in args.online_steps:
-                rows.append(
-                    run_method(
-                        f"recvos zero-shot default + online learning of the tracker at the hand-off ({steps} "
-                        "steps; unsupervised protocol)",
-                        recvos_predictor(
-                            "zero-shot",
-                            steps,
-                            args.zeroshot_model,
-                            tracker=args.tracker,
-                            handoff=args.handoff,
-                            **run,
-                        ),
-                        seqs,
-                        "unsupervised",
-                    )
-                )
         elif m == "zeroshot-alone":
             rows.append(
                 run_method(

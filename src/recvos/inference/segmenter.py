@@ -282,7 +282,6 @@ class Segmenter:
         self.tracker, self.handoff = tracker, int(handoff)
         self.memory = memory
         self._fast_tracker: RecurrentVOS | None = None
-        self._tracker_pristine: dict[str, torch.Tensor] | None = None  # before its online learning
         self.device = torch.device(device)
         self.optimize = optimize
         if model.inference_only and precision == "bf16":
@@ -440,11 +439,7 @@ class Segmenter:
 
     # ----------------------------------------------------------------------------------- propagation
     def propagate(
-        self,
-        state: InferenceState,
-        zero_shot: bool = False,
-        return_probs: bool = False,
-        online_steps: int = 0,
+        self, state: InferenceState, zero_shot: bool = False, return_probs: bool = False
     ) -> Iterator[tuple[int, list[int], np.ndarray]]:
         """Segment the video frame by frame, lazily: yields ``(frame_idx, obj_ids, masks)``.
 
@@ -453,22 +448,8 @@ class Segmenter:
         on this frame or earlier. Zero-shot: the slots (id = slot number, 1-based) whose objectness exceeds
         ``objectness_threshold`` and whose area exceeds ``min_area``. Fine-tuned weights are restored when
         the generator finishes or is closed.
-
-        ``online_steps`` (zero-shot with a tracker): online learning for the tracker, on the objects handed
-        over at the hand-off frame, before it follows them (one-shot: call :meth:`finetune` first instead).
         """
         self.model.check_mode(zero_shot)
-        if online_steps < 0:
-            raise RecvosError(f"online_steps {online_steps}: must be 0 (no online learning) or more")
-        if online_steps and not (zero_shot and self.tracker is not None and self.handoff > 0):
-            raise RecvosError(
-                "propagate(online_steps=N) fine-tunes the zero-shot tracker at the hand-off; "
-                + (
-                    "this zero-shot model runs without a tracker (--tracker none)"
-                    if zero_shot
-                    else "for one-shot propagation call finetune(state) before propagate"
-                )
-            )
         if zero_shot and state.prompts:
             raise RecvosError("zero-shot propagation takes no masks; remove them or use zero_shot=False")
         if not zero_shot and not state.prompts:
@@ -481,7 +462,7 @@ class Segmenter:
         frames = state.frames()
         try:
             with torch.inference_mode():
-                yield from self._run(state, frames, zero_shot, return_probs, online_steps)
+                yield from self._run(state, frames, zero_shot, return_probs)
         finally:
             state.running = False
             state.current_frame = None
@@ -499,19 +480,14 @@ class Segmenter:
             yield frame_to_tensor(state.current_frame, state.proc_size, self.device).to(self.dtype)
 
     def _run(
-        self,
-        state: InferenceState,
-        frames: Iterator[np.ndarray],
-        zero_shot: bool,
-        return_probs: bool,
-        online_steps: int = 0,
+        self, state: InferenceState, frames: Iterator[np.ndarray], zero_shot: bool, return_probs: bool
     ) -> Iterator[tuple[int, list[int], np.ndarray]]:
         H, W = state.output_size
         feed = PromptFeed(state, zero_shot, self.device)
         seen = 0
         inputs = self._inputs(state, frames)
         if zero_shot and self.tracker is not None and self.handoff > 0:
-            results = self._discover_then_track(state, inputs, feed, online_steps)
+            results = self._discover_then_track(state, inputs, feed)
         else:
             results = self._runner().unroll(inputs, feed)
         for r in results:
@@ -576,17 +552,12 @@ class Segmenter:
         return [i for i, k in zip(sel, kept, strict=True) if k], masks[kept]
 
     def _discover_then_track(
-        self,
-        state: InferenceState,
-        inputs: Iterator[torch.Tensor],
-        feed: PromptFeed,
-        online_steps: int = 0,
+        self, state: InferenceState, inputs: Iterator[torch.Tensor], feed: PromptFeed
     ) -> Iterator[FrameResult]:
         """The zero-shot model on frames 0..handoff-1; then the tracker, prompted on frame handoff-1 with the
-        objects reported there (each pixel to the most probable one), to the end (after ``online_steps`` of
-        online learning on them). The tracker's results are placed in those objects' slots (the others
-        empty), so ids do not change at the hand-off. If nothing is reported on frame handoff-1, the
-        zero-shot model goes on."""
+        objects reported there (each pixel to the most probable one), to the end. The tracker's results are
+        placed in those objects' slots (the others empty), so ids do not change at the hand-off. If nothing
+        is reported on frame handoff-1, the zero-shot model goes on."""
         last: list[torch.Tensor] = []
 
         def tapped() -> Iterator[torch.Tensor]:
@@ -608,56 +579,19 @@ class Segmenter:
         n, start = r.logits.shape[1], r.t
         log.debug("zero-shot: slots %s handed to the tracker on frame %d", [i + 1 for i in sel], start)
         handed = HandedOverFeed(masks[None].to(r.logits.dtype), sel, state)
-        try:
-            if online_steps:
-                self._finetune_tracker(state, masks, online_steps)
-            for q in self._tracker_runner().unroll(itertools.chain(last, source), handed):
-                if q.t == 0:  # the hand-off frame itself, already given
-                    continue
-                if q.logits is None:  # the user removed every tracked object
-                    yield FrameResult(start + q.t, None, None, None, q.state)
-                    continue
-                index = torch.as_tensor(handed.slots, device=q.logits.device)
-                logits = q.logits.new_full((1, n, *q.logits.shape[-2:]), EMPTY_LOGIT).index_copy(
-                    1, index, q.logits
-                )
-                fed = q.fed.new_zeros((1, n, *q.fed.shape[-2:])).index_copy(1, index, q.fed)
-                objectness = q.logits.new_zeros(1, n).index_fill(1, index, 1.0)
-                yield FrameResult(start + q.t, logits, objectness, fed, q.state)
-        finally:
-            self._restore_tracker()
-
-    def _finetune_tracker(self, state: InferenceState, masks: torch.Tensor, steps: int) -> None:
-        """Online learning for the tracker on the hand-off frame (``state.current_frame``) and the objects
-        handed over there (bool [K, h, w] at the processing size); :meth:`_restore_tracker` undoes it."""
-        assert self.tracker is not None and state.current_frame is not None
-        ids = np.zeros(masks.shape[-2:], np.int32)
-        for k, m in enumerate(masks.cpu().numpy(), start=1):
-            ids[m] = k
-        self._tracker_pristine = {k: v.detach().clone() for k, v in self.tracker.state_dict().items()}
-        self._fast_tracker = None
-        with torch.inference_mode(False):
-            result = finetune(
-                self.tracker, [(state.current_frame, ids)], state.proc_size, steps, dtype=self.dtype
+        for q in self._tracker_runner().unroll(itertools.chain(last, source), handed):
+            if q.t == 0:  # the hand-off frame itself, already given
+                continue
+            if q.logits is None:  # the user removed every tracked object
+                yield FrameResult(start + q.t, None, None, None, q.state)
+                continue
+            index = torch.as_tensor(handed.slots, device=q.logits.device)
+            logits = q.logits.new_full((1, n, *q.logits.shape[-2:]), EMPTY_LOGIT).index_copy(
+                1, index, q.logits
             )
-        state.finetune_result = result
-        log.info(
-            "online learning of the tracker at the hand-off: %d steps in %.1f s, IoU on held-out warps "
-            "%.3f -> %.3f (%s)",
-            result.steps,
-            result.seconds,
-            result.iou_before,
-            result.iou_after,
-            "kept" if result.kept else "reverted",
-        )
-
-    def _restore_tracker(self) -> None:
-        """Undo the tracker's online learning (no-op if its weights are original)."""
-        if self._tracker_pristine is not None:
-            assert self.tracker is not None
-            self.tracker.load_state_dict(self._tracker_pristine)
-            self._tracker_pristine = None
-            self._fast_tracker = None
+            fed = q.fed.new_zeros((1, n, *q.fed.shape[-2:])).index_copy(1, index, q.fed)
+            objectness = q.logits.new_zeros(1, n).index_fill(1, index, 1.0)
+            yield FrameResult(start + q.t, logits, objectness, fed, q.state)
 
     # ------------------------------------------------------------------------------ online learning
     def finetune(self, state: InferenceState, steps: int = ONLINE_STEPS, **options: Any) -> float:
