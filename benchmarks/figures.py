@@ -97,8 +97,9 @@ def worst_sequences(seg, root: Path, k: int) -> tuple[str, list[tuple[str, np.nd
 JUDO_PICKS = [0, 4, 5, 7, 8, 12, 13, 15]
 
 
-def judo(seg, shared: Path) -> np.ndarray:
-    """Overlay grid of cutie_examples/judo, each object added on the frame it is annotated on."""
+def judo(seg, shared: Path, online_steps: int = 0) -> np.ndarray:
+    """Overlay grid of cutie_examples/judo, each object added on the frame it is annotated on (then
+    ``online_steps`` of online learning on those frames)."""
     folder = shared / "cutie_examples"
     frames = list(open_frames(folder / "JPEGImages" / "judo"))
     state = seg.init_state(frames)
@@ -108,6 +109,8 @@ def judo(seg, shared: Path) -> np.ndarray:
         new = {int(o): ids == o for o in np.unique(ids) if o and int(o) not in state.object_ids}
         if new:
             seg.add_mask(state, frame_idx=t, mask=new)
+    if online_steps:
+        seg.finetune(state, steps=online_steps)
     preds = {t: ids for t, _, ids in seg.propagate(state)}
     return grid([blend(frames[t], preds[t]) for t in JUDO_PICKS], cols=4, width=1600)
 
@@ -133,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-sequence", default="car-roundabout")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--worst", type=int, default=0, help="overlay strips of the K worst val sequences")
+    ap.add_argument(
+        "--online-steps",
+        type=int,
+        default=0,
+        help="online learning before segmenting bike and judo (default 0: none)",
+    )
     ap.add_argument("--write", action="store_true", help="write docs/*.jpg and the BENCHMARKS.md section")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -144,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     frames = list(open_frames(bike / "JPEGImages" / "bike"))
     state = seg.init_state(frames)
     seg.add_mask(state, frame_idx=0, mask=read_mask(bike / "Annotations" / "bike" / "00000.png"))
+    if args.online_steps:
+        seg.finetune(state, steps=args.online_steps)
     preds = [ids for _, _, ids in seg.propagate(state)]
     gt_ds = open_dataset("davis2016", shared / "davis2016", "val")["bmx-trees"]
     gt = np.stack([gt_ds.load_mask(i) > 0 for i in range(len(preds))])
@@ -175,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     strip = [blend(seq.load_frame(t), ids) for t, _, ids in seg.propagate(state) if t in picks]
     val_fig = grid(strip, cols=4, width=1280)
 
-    judo_fig = judo(seg, shared)
+    judo_fig = judo(seg, shared, args.online_steps)
     zero_fig, zero_table = zero_shot_judo(shared)
     print(zero_table)
     worst_table, worst = worst_sequences(seg, shared / "davis2016", args.worst) if args.worst else ("", [])
