@@ -236,6 +236,30 @@ def test_online_learning_box_matches_the_python_api(app_client, video, ckpt, mon
         assert np.array_equal(again[f"{t:05d}.png"], plain[t]), t
 
 
+def test_cancel_during_online_learning_stops_it_and_writes_nothing(app_client, video, monkeypatch):
+    from recvos.inference import online
+
+    monkeypatch.setattr(online, "ONLINE_STEPS", 10_000)  # long enough to be cancelled while it runs
+    client, _ = app_client
+    sid = new_session(client)
+    upload(client, sid, video)
+    client.post(f"/api/s/{sid}/prompt", json={"frame": 0, "obj": 1, "box": list(BOX)})
+    assert client.post(f"/api/s/{sid}/propagate", json={"online": True}).status_code == 200
+    t0 = time.monotonic()
+    while "online learning: step" not in (client.get(f"/api/s/{sid}/status").json()["job"] or {}).get(
+        "message", ""
+    ):
+        assert time.monotonic() - t0 < 60, "online learning did not start"
+        time.sleep(0.05)
+    client.post(f"/api/s/{sid}/cancel")
+    job = wait_job(client, sid)
+    assert job["state"] == "cancelled" and job["done"] == 0
+    assert "propagate first" in error(client.get(f"/api/s/{sid}/masks.zip"))
+    # the next propagation works, without online learning
+    client.post(f"/api/s/{sid}/propagate", json={})
+    assert wait_job(client, sid)["state"] == "done"
+
+
 # --------------------------------------------------------------------------------------------- bad input
 def test_bad_prompts_and_requests_are_one_line_errors(app_client, video):
     client, _ = app_client

@@ -170,3 +170,18 @@ def test_blend_keeps_a_mix_of_the_original_and_fine_tuned_weights(clip):
     for bad in (0.0, 1.5):
         with pytest.raises(RecvosError, match="blend must be in"):
             tuned(blend=bad)
+
+
+def test_progress_reports_every_step_and_can_stop_the_fine_tuning(seg, clip):
+    """progress(done, steps) after every step; returning True stops there with the original weights."""
+    before = snapshot(seg.model)
+    state = seg.init_state(list(clip.frames))
+    seg.add_mask(state, 0, clip.masks[0])
+    calls = []
+    seg.finetune(state, steps=3, lr=1e-2, tolerance=1.0, progress=lambda d, n: calls.append((d, n)))
+    assert calls == [(1, 3), (2, 3), (3, 3)] and state.finetune_result.kept
+    seg.restore_weights()
+    seg.finetune(state, steps=5, lr=1e-2, tolerance=1.0, progress=lambda d, n: d == 2)
+    res = state.finetune_result
+    assert res.steps == 2 and not res.kept
+    assert same(before, snapshot(seg.model))

@@ -547,24 +547,32 @@ class Session:
             for k, masks in sorted(later.items()):
                 seg.add_mask(state, k, masks)
             if job.online_steps:
+
+                def step(done: int, steps: int) -> bool:
+                    job.message = f"online learning: step {done} / {steps}"
+                    return job.cancel.is_set() or self.closed  # Cancel stops it (original weights kept)
+
                 job.message = "online learning: fine-tuning on your masks"
-                seg.finetune(state, steps=job.online_steps)  # the weights are restored when propagate ends
+                seg.finetune(state, steps=job.online_steps, progress=step)  # undone when propagate ends
                 job.message = ""
-            gen = seg.propagate(state, zero_shot=job.kind == "zero-shot")
             try:
-                for k, obj_ids, ids in gen:
-                    t = job.start + k
-                    write_mask(self.dir / "results" / f"{t:05d}.png", ids)
-                    with self.lock:
-                        self.results.add(t)
-                        self.objects.update(int(o) for o in obj_ids)
-                        self.version += 1
-                        last = t
-                        job.done = k + 1
-                    if job.cancel.is_set() or self.closed:  # the frame computed is kept, then stop
-                        break
+                if not (job.cancel.is_set() or self.closed):  # (cancelled during online learning)
+                    gen = seg.propagate(state, zero_shot=job.kind == "zero-shot")
+                    try:
+                        for k, obj_ids, ids in gen:
+                            t = job.start + k
+                            write_mask(self.dir / "results" / f"{t:05d}.png", ids)
+                            with self.lock:
+                                self.results.add(t)
+                                self.objects.update(int(o) for o in obj_ids)
+                                self.version += 1
+                                last = t
+                                job.done = k + 1
+                            if job.cancel.is_set() or self.closed:  # the frame computed is kept, then stop
+                                break
+                    finally:
+                        gen.close()
             finally:
-                gen.close()
                 state.close()
             with self.lock:
                 if job.cancel.is_set() or self.closed:

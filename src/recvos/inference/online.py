@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,12 +139,14 @@ def finetune(
     tolerance: float = 0.0,
     dtype: torch.dtype = torch.float32,
     blend: float = 1.0,
+    progress: Callable[[int, int], bool | None] | None = None,
 ):
     """Fine-tune ``model`` in place on pairs warped from ``samples`` [(frame uint8 [H, W, 3], ids int [Hm, Wm]
     over 1..K)] at the processing ``size`` (h, w) with Adam; returns a FinetuneResult. ``dtype`` bf16 (or
     fp16 on CUDA) runs the forward passes under autocast; the weights and the optimizer stay fp32. ``blend``
     in (0, 1] keeps ``original + blend * (fine-tuned - original)`` (a weight-space mix of the two models; 1: the
-    fine-tuned weights).
+    fine-tuned weights). ``progress(done, steps)`` is called after every step; if it returns True the
+    fine-tuning stops there and the original weights are put back (the result's ``steps`` says how many ran).
 
     The fine-tuned weights are kept only if the IoU on ``val_pairs`` held-out warps is at least the original
     IoU minus ``tolerance``; otherwise the original weights are put back.
@@ -183,6 +185,7 @@ def finetune(
         for p in params:
             p.requires_grad_(True)
         opt = torch.optim.Adam(params, lr=lr)
+        done = 0
         with torch.enable_grad():
             for step in range(steps):
                 frames, masks = draw(rng, step)
@@ -191,6 +194,13 @@ def finetune(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                done = step + 1
+                if progress is not None and progress(done, steps):
+                    break
+        if done < steps:  # stopped by ``progress``
+            model.load_state_dict(backup)
+            log.info("online learning stopped after %d of %d steps: original weights kept", done, steps)
+            return FinetuneResult(time.perf_counter() - t0, done, iou_before, iou_before, False)
         if blend < 1:
             with torch.no_grad():
                 for name, v in model.state_dict().items():

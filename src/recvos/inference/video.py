@@ -325,7 +325,17 @@ def run_segment(seg: Segmenter, plan: SegmentPlan, progress: Progress | None = N
         if plan.box is not None:
             b = plan.box
             seg.add_prompt(state, b.frame, 1, box=b.box, points=b.points, labels=b.labels, method=b.method)
-        ft = seg.finetune(state, steps=plan.online_steps) if plan.online_steps > 0 else 0.0
+        ft = 0.0
+        if plan.online_steps > 0:
+            describe = getattr(progress, "set_description", None)  # a tqdm bar shows the steps
+
+            def step(done: int, steps: int) -> None:
+                if describe is not None:
+                    describe(f"online learning {done}/{steps}")
+
+            ft = seg.finetune(state, steps=plan.online_steps, progress=step)
+            if describe is not None:
+                describe("segment")
         writer = OverlayWriter(plan.overlay, fps=state.fps) if plan.overlay is not None else None
         n = 0
         failed = False
