@@ -25,7 +25,7 @@ def add_online_steps_option(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"online learning: fine-tune on the annotated frame(s) of each video for N steps first (default 0: "
         f"off; the flag alone: {ONLINE_STEPS}, the recommended setting: +7 J on held-out videos, about 10 s per "
-        "video on 2 CPU cores; BENCHMARKS.md, Online learning)",
+        "video with one object on 2 CPU cores, more with more objects; BENCHMARKS.md, Online learning)",
     )
 
 
