@@ -133,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
         help="clips (e.g. mallard-fly+2+distractor) to show in docs/tracking_check.jpg with --write: one row "
         "per recvos method, 5 evenly spaced frames, ground truth outlined in white",
     )
+    ap.add_argument(
+        "--figure-out",
+        default=None,
+        metavar="JPG",
+        help="write the --figure overlays to this file (also without --write, which then leaves "
+        "docs/tracking_check.jpg alone)",
+    )
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -205,12 +212,13 @@ def main(argv: list[str] | None = None) -> int:
             + ".\n"
         )
     print(body)
+    if figure is not None and (args.write or args.figure_out):
+        from figures import save_jpg
+
+        default = Path(__file__).resolve().parents[1] / "docs" / "tracking_check.jpg"
+        save_jpg(Path(args.figure_out) if args.figure_out else default, figure)
     if args.write:
         write_section("tracking_check", body)
-        if figure is not None:
-            from figures import save_jpg
-
-            save_jpg(Path(__file__).resolve().parents[1] / "docs" / "tracking_check.jpg", figure)
     return 0
 
 
