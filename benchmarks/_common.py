@@ -118,10 +118,11 @@ def add_model_variants(ap: argparse.ArgumentParser) -> None:
     )
 
 
-def model_variants(args: argparse.Namespace) -> list[tuple[str, str | None, dict[str, Any]]]:
-    """(label, model for load_model (None: the shipped default), its Segmenter options) for every combination
-    of the options of :func:`add_model_variants`; the options hold ``online_steps`` (for ``open_sequence``,
-    not the Segmenter: pop it) when --online-steps was given."""
+def model_variants(
+    args: argparse.Namespace,
+) -> list[tuple[str, str | None, dict[str, Any], dict[str, Any]]]:
+    """(label, model for load_model (None: the shipped default), its Segmenter options, its options for
+    ``open_sequence``: online learning) for every combination of the options of :func:`add_model_variants`."""
     out = []
     for m in args.models:
         for k in args.memory or [None]:
@@ -135,13 +136,11 @@ def model_variants(args: argparse.Namespace) -> list[tuple[str, str | None, dict
                             + (f", online learning {n} steps" if n else "")
                             + ("" if a is None else f", blend {a:g}")
                         )
-                        kw: dict[str, Any] = (
-                            {"memory": k}
-                            | ({} if z is None else {"small_object_size": z})
-                            | ({} if n is None else {"online_steps": n})
-                            | ({} if a is None else {"online_blend": a})
-                        )
-                        out.append((label, None if m == "default" else m, kw))
+                        kw: dict[str, Any] = {"memory": k} | ({} if z is None else {"small_object_size": z})
+                        online: dict[str, Any] = {} if not n else {"online_steps": n}
+                        if a is not None:
+                            online["finetune_options"] = {"blend": a}
+                        out.append((label, None if m == "default" else m, kw, online))
     return out
 
 

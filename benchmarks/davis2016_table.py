@@ -93,9 +93,7 @@ def recvos_predictor(
         ol["blend"] = online_blend
 
     def run(seq: VideoSequence) -> Iterator[np.ndarray]:
-        state = open_sequence(seg, seq, zero_shot=zero_shot)
-        if online_steps > 0:
-            seg.finetune(state, steps=online_steps, **ol)
+        state = open_sequence(seg, seq, zero_shot=zero_shot, online_steps=online_steps, finetune_options=ol)
         for _, _, ids in seg.propagate(state, zero_shot=zero_shot):
             yield ids
 
@@ -240,23 +238,24 @@ def main(argv: list[str] | None = None) -> int:
                     "semi-supervised",
                 )
             )
-        elif m == "oneshot-ol":  # one row per --online-steps value
-            for steps in args.online_steps:
-                for p, lr, a in itertools.product(args.online_precision, args.online_lr, args.online_blend):
-                    label = (
-                        f"{steps} steps"
-                        + ("" if p == "auto" else f", {p}")
-                        + ("" if lr is None else f", lr {lr:g}")
-                        + ("" if a is None else f", blend {a:g}")
+        elif m == "oneshot-ol":  # one row per combination of the --online-* values
+            for steps, p, lr, a in itertools.product(
+                args.online_steps, args.online_precision, args.online_lr, args.online_blend
+            ):
+                label = (
+                    f"{steps} steps"
+                    + ("" if p == "auto" else f", {p}")
+                    + ("" if lr is None else f", lr {lr:g}")
+                    + ("" if a is None else f", blend {a:g}")
+                )
+                rows.append(
+                    run_method(
+                        f"recvos one-shot default + online learning ({label})",
+                        recvos_predictor("one-shot", steps, args.oneshot_model, p, lr, a, **one),
+                        seqs,
+                        "semi-supervised",
                     )
-                    rows.append(
-                        run_method(
-                            f"recvos one-shot default + online learning ({label})",
-                            recvos_predictor("one-shot", steps, args.oneshot_model, p, lr, a, **one),
-                            seqs,
-                            "semi-supervised",
-                        )
-                    )
+                )
         elif m == "zeroshot":
             rows.append(
                 run_method(

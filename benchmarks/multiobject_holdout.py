@@ -49,15 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     clips = composites(args.root, args.frames, (240, 427), args.seed)
     rows = []
-    for spec, model, kw in model_variants(args):
-        steps = kw.pop("online_steps", 0)
-        blend = {"blend": kw.pop("online_blend")} if "online_blend" in kw else {}
+    for spec, model, kw, online in model_variants(args):
         seg = load_model(model, kind="one-shot", **kw)
         gts, preds = {}, {}
         for name, (f, ids, _) in clips.items():  # the user path: objects prompted where they first appear
-            state = open_sequence(seg, ArrayVideo(name, f, ids))
-            if steps:
-                seg.finetune(state, steps=steps, **blend)
+            state = open_sequence(seg, ArrayVideo(name, f, ids), **online)
             preds[name] = np.stack([m for _, _, m in seg.propagate(state)])
             gts[name] = ids
         res = evaluate_arrays(gts, preds)

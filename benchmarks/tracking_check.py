@@ -19,6 +19,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -87,16 +88,13 @@ def dis_flow(frames: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return pred
 
 
-def recvos_predictor(model: str | None, online_steps: int = 0, online_blend: float | None = None, **options):
-    """The Segmenter's masks (``model``: None for the shipped default; ``options``: Segmenter options), after
-    ``online_steps`` of online learning (``online_blend``: finetune's blend)."""
+def recvos_predictor(model: str | None, options: dict[str, Any], online: dict[str, Any]):
+    """The Segmenter's masks (``model``: None for the shipped default; ``options``: Segmenter options;
+    ``online``: open_sequence's online-learning options)."""
     seg = load_model(model, kind="one-shot", **options)
-    blend = {} if online_blend is None else {"blend": online_blend}
 
     def run(frames: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        state = open_sequence(seg, ArrayVideo("clip", frames, ids))
-        if online_steps:
-            seg.finetune(state, steps=online_steps, **blend)
+        state = open_sequence(seg, ArrayVideo("clip", frames, ids), **online)
         return np.stack([m for _, _, m in seg.propagate(state)])
 
     return run
@@ -145,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     clips = build_clips(args.root, args.frames, args.seed)
     methods = [("copy first mask", copy_first), ("DIS optical flow", dis_flow)]
-    methods += [(f"recvos {label}", recvos_predictor(m, **kw)) for label, m, kw in model_variants(args)]
+    methods += [
+        (f"recvos {label}", recvos_predictor(m, kw, online)) for label, m, kw, online in model_variants(args)
+    ]
     rows, per_object, all_preds = [], {}, {}
     for label, predict in methods:
         t0 = time.perf_counter()

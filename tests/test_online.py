@@ -185,3 +185,19 @@ def test_progress_reports_every_step_and_can_stop_the_fine_tuning(seg, clip):
     res = state.finetune_result
     assert res.steps == 2 and not res.kept
     assert same(before, snapshot(seg.model))
+
+
+def test_open_sequence_runs_online_learning_with_the_options_given(seg, clip):
+    """open_sequence(online_steps=N, finetune_options=...) fine-tunes with those options (a blend out of range
+    is refused, so they reach finetune), and with none the weights are untouched."""
+    from recvos.data.clips import ArrayVideo
+    from recvos.inference.dataset import open_sequence
+
+    video = ArrayVideo("clip", np.stack(clip.frames), np.stack(clip.masks))
+    before = snapshot(seg.model)
+    open_sequence(seg, video)
+    assert same(before, snapshot(seg.model))
+    state = open_sequence(seg, video, online_steps=2, finetune_options={"lr": 1e-2, "tolerance": 1.0})
+    assert state.finetune_result.steps == 2 and state.finetune_result.kept
+    with pytest.raises(RecvosError, match="blend must be in"):
+        open_sequence(seg, video, online_steps=1, finetune_options={"blend": 2.0})

@@ -555,24 +555,24 @@ class Session:
                 job.message = "online learning: fine-tuning on your masks"
                 seg.finetune(state, steps=job.online_steps, progress=step)  # undone when propagate ends
                 job.message = ""
+            # nothing to propagate if Cancel came during online learning
+            stopped = job.cancel.is_set() or self.closed
+            gen = None if stopped else seg.propagate(state, zero_shot=job.kind == "zero-shot")
             try:
-                if not (job.cancel.is_set() or self.closed):  # (cancelled during online learning)
-                    gen = seg.propagate(state, zero_shot=job.kind == "zero-shot")
-                    try:
-                        for k, obj_ids, ids in gen:
-                            t = job.start + k
-                            write_mask(self.dir / "results" / f"{t:05d}.png", ids)
-                            with self.lock:
-                                self.results.add(t)
-                                self.objects.update(int(o) for o in obj_ids)
-                                self.version += 1
-                                last = t
-                                job.done = k + 1
-                            if job.cancel.is_set() or self.closed:  # the frame computed is kept, then stop
-                                break
-                    finally:
-                        gen.close()
+                for k, obj_ids, ids in gen or ():
+                    t = job.start + k
+                    write_mask(self.dir / "results" / f"{t:05d}.png", ids)
+                    with self.lock:
+                        self.results.add(t)
+                        self.objects.update(int(o) for o in obj_ids)
+                        self.version += 1
+                        last = t
+                        job.done = k + 1
+                    if job.cancel.is_set() or self.closed:  # the frame computed is kept, then stop
+                        break
             finally:
+                if gen is not None:
+                    gen.close()
                 state.close()
             with self.lock:
                 if job.cancel.is_set() or self.closed:

@@ -87,16 +87,22 @@ def prompt_sequence(seg: Segmenter, state: InferenceState, seq: Any, limit: int 
 
 
 def open_sequence(
-    seg: Segmenter, seq: Any, *, zero_shot: bool = False, online_steps: int = 0, limit: int | None = None
+    seg: Segmenter,
+    seq: Any,
+    *,
+    zero_shot: bool = False,
+    online_steps: int = 0,
+    limit: int | None = None,
+    finetune_options: dict[str, Any] | None = None,
 ) -> InferenceState:
     """A dataset sequence (its first ``limit`` frames) made ready to propagate as a user would: objects
-    prompted at their first annotated frame (none for ``zero_shot``), online learning run if asked, masks
-    returned at the annotation size."""
+    prompted at their first annotated frame (none for ``zero_shot``), online learning run if asked (with
+    ``finetune_options`` for :meth:`Segmenter.finetune`), masks returned at the annotation size."""
     state = seg.init_state(SequenceFrames(seq, limit), output_size=tuple(seq.mask_size))
     if not zero_shot:
         prompt_sequence(seg, state, seq, limit)
         if online_steps > 0:
-            seg.finetune(state, steps=online_steps)
+            seg.finetune(state, steps=online_steps, **(finetune_options or {}))
     return state
 
 
