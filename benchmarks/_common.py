@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import itertools
 import platform
 from pathlib import Path
 from typing import Any
@@ -89,8 +90,8 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
 
 
 def add_model_variants(ap: argparse.ArgumentParser) -> None:
-    """--models, --memory, --small-object-size and --online-steps: each model is run with each memory size,
-    each small_object_size and each number of online-learning steps (:func:`model_variants`)."""
+    """--models, --memory, --small-object-size, --online-steps and --flip: each model is run with each memory
+    size, each small_object_size, each number of online-learning steps and flip off/on (:func:`model_variants`)."""
     ap.add_argument("--models", nargs="+", default=["default"], help="checkpoints, or 'default' (shipped)")
     ap.add_argument(
         "--memory", type=int, nargs="*", default=[], help="run each model with each memory size (frames)"
@@ -116,6 +117,13 @@ def add_model_variants(ap: argparse.ArgumentParser) -> None:
         default=[],
         help="with --online-steps: each blend of the fine-tuned weights with the original ones (finetune's blend)",
     )
+    ap.add_argument(
+        "--flip",
+        nargs="*",
+        choices=["off", "on"],
+        default=[],
+        help="run each model without and/or with test-time flip (the Segmenter's flip; default: off)",
+    )
 
 
 def model_variants(
@@ -128,15 +136,20 @@ def model_variants(
         for k in args.memory or [None]:
             for z in args.small_object_size or [None]:
                 for n in args.online_steps or [None]:
-                    for a in (args.online_blend or [None]) if n else [None]:
+                    for a, f in itertools.product(
+                        (args.online_blend or [None]) if n else [None], getattr(args, "flip", None) or [None]
+                    ):
                         label = (
                             f"`{m}`"
                             + (f", memory {k}" if k else "")
                             + ("" if z is None else f", small_object_size {z or 'off'}")
                             + (f", online learning {n} steps" if n else "")
                             + ("" if a is None else f", blend {a:g}")
+                            + ("" if f is None else f", flip {f}")
                         )
                         kw: dict[str, Any] = {"memory": k} | ({} if z is None else {"small_object_size": z})
+                        if f is not None:
+                            kw["flip"] = f == "on"
                         online: dict[str, Any] = {} if not n else {"online_steps": n}
                         if a is not None:
                             online["finetune_options"] = {"blend": a}
@@ -156,6 +169,7 @@ def variant_options(args: argparse.Namespace) -> str:
         )
         + (f" --online-steps {' '.join(map(str, args.online_steps))}" if args.online_steps else "")
         + (f" --online-blend {' '.join(map(str, args.online_blend))}" if args.online_blend else "")
+        + (f" --flip {' '.join(args.flip)}" if getattr(args, "flip", None) else "")
     )
 
 

@@ -30,6 +30,8 @@ from recvos.evaluation.protocols import evaluate_arrays
 from recvos.inference.segmenter import HANDOFF
 
 Predictor = Callable[[VideoSequence], Iterator[np.ndarray]]
+#: the one-shot rows' label suffix for each --flip value
+FLIP_LABEL = {"off": "", "on": " + flip"}
 
 
 def copy_first(seq: VideoSequence) -> Iterator[np.ndarray]:
@@ -199,6 +201,14 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="comma-separated sequences of the split (e.g. held-out train videos)",
     )
+    ap.add_argument(
+        "--flip",
+        nargs="+",
+        choices=["off", "on"],
+        default=["off"],
+        help="one-shot rows (oneshot, oneshot-ol): one row per value, without and/or with the Segmenter's "
+        "test-time flip (default: off)",
+    )
     ap.add_argument("--limit", type=int, default=0, help="only the first N sequences (smoke)")
     ap.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
     args = ap.parse_args(argv)
@@ -219,14 +229,15 @@ def main(argv: list[str] | None = None) -> int:
         elif m == "flow":
             rows.append(run_method("DIS optical flow propagation", dis_flow, seqs, "semi-supervised"))
         elif m == "oneshot":
-            rows.append(
-                run_method(
-                    "recvos one-shot default",
-                    recvos_predictor("one-shot", 0, args.oneshot_model, **one),
-                    seqs,
-                    "semi-supervised",
+            for flip in args.flip:
+                rows.append(
+                    run_method(
+                        "recvos one-shot default" + FLIP_LABEL[flip],
+                        recvos_predictor("one-shot", 0, args.oneshot_model, **one, flip=flip == "on"),
+                        seqs,
+                        "semi-supervised",
+                    )
                 )
-            )
         elif m == "previous":
             if not args.previous_oneshot:
                 ap.error("method 'previous' needs --previous-oneshot PATH")
@@ -239,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         elif m == "oneshot-ol":  # one row per combination of the --online-* values
-            for steps, p, lr, a in itertools.product(
-                args.online_steps, args.online_precision, args.online_lr, args.online_blend
+            for steps, p, lr, a, flip in itertools.product(
+                args.online_steps, args.online_precision, args.online_lr, args.online_blend, args.flip
             ):
                 label = (
                     f"{steps} steps"
@@ -250,8 +261,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 rows.append(
                     run_method(
-                        f"recvos one-shot default + online learning ({label})",
-                        recvos_predictor("one-shot", steps, args.oneshot_model, p, lr, a, **one),
+                        f"recvos one-shot default + online learning ({label})" + FLIP_LABEL[flip],
+                        recvos_predictor(
+                            "one-shot", steps, args.oneshot_model, p, lr, a, **one, flip=flip == "on"
+                        ),
                         seqs,
                         "semi-supervised",
                     )

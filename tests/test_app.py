@@ -236,6 +236,47 @@ def test_online_learning_box_matches_the_python_api(app_client, video, ckpt, mon
         assert np.array_equal(again[f"{t:05d}.png"], plain[t]), t
 
 
+def test_flip_box_matches_the_python_api_and_is_per_propagation(app_client, video, ckpt, monkeypatch):
+    """The Flip box: masks as load_model(flip=True) gives them; the next propagation is plain again."""
+    from recvos import load_model, open_frames
+    from recvos.inference import segmenter
+    from recvos.prompts import mask_from_prompts
+
+    flipped_runs = []
+    unroll_flipped = segmenter.unroll_flipped
+
+    def spy(*args, **kwargs):
+        flipped_runs.append(1)
+        return unroll_flipped(*args, **kwargs)
+
+    monkeypatch.setattr(segmenter, "unroll_flipped", spy)
+    client, _ = app_client
+    sid = new_session(client)
+    upload(client, sid, video)
+    client.post(f"/api/s/{sid}/prompt", json={"frame": 0, "obj": 1, "box": list(BOX)})
+    assert client.post(f"/api/s/{sid}/propagate", json={"flip": True}).status_code == 200
+    job = wait_job(client, sid)
+    assert job["state"] == "done" and job["flip"] is True and len(flipped_runs) == 1
+    masks = read_zip(client.get(f"/api/s/{sid}/masks.zip").content)
+    with open_frames(video) as src:
+        first = mask_from_prompts(next(iter(src)), box=BOX)
+    flipped = {t: ids for t, _, ids in _propagate(load_model(ckpt, flip=True), video, {0: {1: first}})}
+    plain = {t: ids for t, _, ids in _propagate(load_model(ckpt), video, {0: {1: first}})}
+    for t in range(FRAMES):
+        assert np.array_equal(masks[f"{t:05d}.png"], flipped[t]), t
+
+    sid2 = new_session(client)
+    upload(client, sid2, video)
+    client.post(f"/api/s/{sid2}/prompt", json={"frame": 0, "obj": 1, "box": list(BOX)})
+    client.post(f"/api/s/{sid2}/propagate", json={})
+    assert (
+        wait_job(client, sid2)["flip"] is False and len(flipped_runs) == 2
+    )  # the flipped reference run only
+    again = read_zip(client.get(f"/api/s/{sid2}/masks.zip").content)
+    for t in range(FRAMES):
+        assert np.array_equal(again[f"{t:05d}.png"], plain[t]), t
+
+
 def test_cancel_during_online_learning_stops_it_and_writes_nothing(app_client, video, monkeypatch):
     from recvos.inference import online
 

@@ -215,7 +215,8 @@ def test_upload_box_propagate_correct_download(server, browser, video, ckpt, mon
     with open_frames(mp4) as src:
         assert sum(1 for _ in src) == FRAMES
 
-    # the Online learning box: a correction on the next frame, propagated with online learning (1 step here)
+    # the Online learning and Flip boxes: a correction on the next frame, propagated with online learning (1 step
+    # here) and flip
     from recvos.inference import online
 
     monkeypatch.setattr(online, "ONLINE_STEPS", 1)
@@ -225,6 +226,7 @@ def test_upload_box_propagate_correct_download(server, browser, video, ckpt, mon
     wait(lambda: get_json(f"{url}/api/s/{sid}/prompts/{CLICK_FRAME + 1}"), what="the second click")
     idle(d)
     d.find_element(By.ID, "online").click()
+    d.find_element(By.ID, "flip").click()
     d.find_element(By.ID, "propagate").click()
     job = wait(
         lambda: (
@@ -232,9 +234,9 @@ def test_upload_box_propagate_correct_download(server, browser, video, ckpt, mon
             and d.execute_script("return document.body.dataset.job") == "done"
             and j
         ),
-        what="the propagation with online learning",
+        what="the propagation with online learning and flip",
     )
-    assert job["online_steps"] == 1
+    assert job["online_steps"] == 1 and job["flip"] is True
     idle(d)
 
     # closing the page ends the session and removes its files

@@ -46,6 +46,23 @@ def test_predict_writes_every_frame_at_mask_size(tmp_path, dataset, ckpt, capsys
     assert "predicted 5 sequences, 15 frames" in capsys.readouterr().out
 
 
+def test_predict_with_flip_runs_the_segmenter_with_flip(tmp_path, dataset, ckpt, monkeypatch):
+    import recvos.inference.segmenter as segmenter
+
+    made = []
+    real = segmenter.load_model
+
+    def spy(*a, **kw):
+        made.append(real(*a, **kw))
+        return made[-1]
+
+    monkeypatch.setattr(segmenter, "load_model", spy)
+    out = tmp_path / "res"
+    assert predict("--dataset", "folder", "--root", dataset, "-o", out, "--model", ckpt, "--flip") == 0
+    assert len(made) == 1 and made[0].flip
+    assert len(list(out.rglob("*.png"))) == 15
+
+
 def test_outputs_follow_the_annotation_resolution(tmp_path, ckpt):
     """Frames at half the mask size (like the shared DAVIS-2016 copy): outputs at the mask size."""
     root = write_synthetic_dataset(tmp_path / "ds", num_videos=1, num_frames=3, size=(48, 64))

@@ -175,6 +175,19 @@ def test_online_steps(tmp_path, video, ckpt, capsys):
     assert "online learning" in capsys.readouterr().out
 
 
+def test_flip_gives_the_masks_of_the_api_with_flip(tmp_path, video, ckpt):
+    from recvos.inference.segmenter import load_model
+
+    path, gt = video
+    out = tmp_path / "out"
+    assert run(path, "--mask", gt / "00000.png", "-o", out, "--model", ckpt, "--flip") == 0
+    seg = load_model(ckpt, flip=True)
+    state = seg.init_state(path)
+    seg.add_mask(state, 0, gt / "00000.png")
+    for t, _, ids in seg.propagate(state):
+        np.testing.assert_array_equal(read_mask(out / f"{t:05d}.png"), ids)
+
+
 @pytest.mark.shared
 def test_real_bear_video(tmp_path, shared_data, ckpt):
     video = shared_data / "videos" / "cotracker_bear.mp4"

@@ -47,6 +47,7 @@ class PromptIn(BaseModel):
 class PropagateIn(BaseModel):
     zero_shot: bool = False
     online: bool = False
+    flip: bool = False
 
 
 class PathIn(BaseModel):
@@ -219,7 +220,7 @@ def create_app(
     @app.post("/api/s/{sid}/propagate")
     async def propagate(sid: str, body: PropagateIn | None = None) -> dict[str, Any]:
         body = body or PropagateIn()
-        return session(sid).propagate(zero_shot=body.zero_shot, online=body.online)
+        return session(sid).propagate(zero_shot=body.zero_shot, online=body.online, flip=body.flip)
 
     @app.post("/api/s/{sid}/cancel")
     async def cancel(sid: str) -> dict[str, bool]:

@@ -133,6 +133,7 @@ class Job:
     start: int
     total: int
     online_steps: int = 0
+    flip: bool = False
     cancel: threading.Event = field(default_factory=threading.Event)
     state: str = "queued"
     done: int = 0
@@ -147,6 +148,7 @@ class Job:
             "done": self.done,
             "total": self.total,
             "online_steps": self.online_steps,
+            "flip": self.flip,
             "message": self.message,
         }
 
@@ -461,9 +463,10 @@ class Session:
             return [{"obj": o, **p.summary()} for o, p in sorted(self.prompts.get(t, {}).items())]
 
     # ----------------------------------------------------------------------------------- propagation
-    def propagate(self, zero_shot: bool = False, online: bool = False) -> dict[str, Any]:
+    def propagate(self, zero_shot: bool = False, online: bool = False, flip: bool = False) -> dict[str, Any]:
         """Start propagating in a thread; refused while one runs, with no object, or with nothing changed.
-        ``online``: fine-tune on the objects' masks first (online learning, the recommended number of steps)."""
+        ``online``: fine-tune on the objects' masks first (online learning, the recommended number of steps).
+        ``flip``: the Segmenter's test-time flip for this propagation (one-shot, and zero-shot's tracker)."""
         self.touch(action=True)
         with self.lock:
             self._need_video()
@@ -516,6 +519,7 @@ class Session:
                 start,
                 self.num_frames,
                 online_steps=online_steps() if online else 0,
+                flip=flip,
             )
             job.thread = threading.Thread(
                 target=self._run, args=(job, init, later), name=f"propagate-{self.id[:6]}", daemon=True
@@ -534,12 +538,14 @@ class Session:
 
         acquired = False
         last = None
+        seg = flip_before = None
         try:
             while not (acquired := self._gate.acquire(timeout=0.2)):
                 if job.cancel.is_set():
                     job.state, job.message = "cancelled", "cancelled before it started"
                     return
             seg = self.models.get(job.kind)
+            flip_before, seg.flip = seg.flip, job.flip  # this job's (the gate makes it the only one running)
             job.state = "running"
             state = seg.init_state(_FramesFrom(self.video, job.start, self.num_frames))
             if init:
@@ -592,6 +598,8 @@ class Session:
             log.exception("session %s: propagation failed", self.id[:6])
             job.state, job.message = "error", f"propagation failed: {type(e).__name__}: {e}"
         finally:
+            if seg is not None:
+                seg.flip = flip_before
             if acquired:
                 self._gate.release()
 

@@ -31,7 +31,7 @@ def add_online_steps_option(p: argparse.ArgumentParser) -> None:
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """--model, --device, --threads, --max-size, --quality, --small-object-size, --precision, --memory,
-    --random-weights."""
+    --flip, --random-weights."""
     p.add_argument(
         "--model", default=None, help="checkpoint path or model name (default: the shipped weights)"
     )
@@ -74,6 +74,13 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         metavar="FRAMES",
         help="frames each object's matching memory holds, 1..64 (default: the model's; the shipped one-shot "
         "model: 6). More follows appearance changes longer and costs a little speed",
+    )
+    p.add_argument(
+        "--flip",
+        action="store_true",
+        help="test-time augmentation: also segment every frame's mirror image and average the two (one-shot "
+        "objects and the zero-shot tracker; PyTorch runtime; about 1.7x the time; BENCHMARKS.md, Flip at "
+        "test time)",
     )
     p.add_argument(
         "--random-weights",

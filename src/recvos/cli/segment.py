@@ -154,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
                 precision=args.precision,
                 memory=args.memory,
                 small_object_size=args.small_object_size,
+                flip=args.flip,
                 tracker=args.tracker,
                 handoff=args.handoff,
                 allow_random=args.random_weights,

@@ -43,6 +43,7 @@ from recvos.data.frames import FrameSource, open_frames
 from recvos.data.masks import onehot_to_ids
 from recvos.devices import resolve_device
 from recvos.errors import RecvosError
+from recvos.inference.flip import unroll_flipped
 from recvos.inference.inputs import (
     MaskInput,
     check_frame,
@@ -55,7 +56,7 @@ from recvos.inference.inputs import (
 )
 from recvos.inference.online import ONLINE_STEPS, FinetuneResult, finetune
 from recvos.models.base import FrameResult, RecurrentVOS
-from recvos.models.feed import FirstFrameFeed, ObjectChange
+from recvos.models.feed import Feed, FirstFrameFeed, ObjectChange
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +251,9 @@ class Segmenter:
     zero-shot model discovers the objects on frames 0..handoff-1, the objects it reports on frame handoff-1
     (same selection as its output) become the tracker's prompts there, and the tracker follows them to the
     end under the same ids. Without one (or with ``handoff`` 0) the zero-shot model runs throughout.
+    ``flip``: test-time augmentation, every frame also seen as its mirror image (:mod:`recvos.inference.flip`;
+    about 1.7x the time); one-shot propagation and the zero-shot tracker (not zero-shot discovery, whose
+    slots need not come in the same order in the mirror image); PyTorch runtime only.
     """
 
     def __init__(
@@ -267,7 +271,16 @@ class Segmenter:
         handoff: int = HANDOFF,
         memory: int | None = None,
         small_object_size: int | None = SMALL_OBJECT_SIZE,
+        flip: bool = False,
     ) -> None:
+        if flip:
+            from recvos.inference.onnx import OnnxModel
+
+            if isinstance(model, OnnxModel):
+                raise RecvosError(
+                    "flip (--flip) runs each frame and its mirror image as a batch of two, which an exported "
+                    "ONNX graph does not take; use the PyTorch runtime (--runtime torch)"
+                )
         check_max_size(max_size)
         check_small_object_size(small_object_size)
         check_memory(memory, [m for m in (model, tracker) if m is not None])
@@ -290,6 +303,7 @@ class Segmenter:
                 "or already optimised): use precision fp32 or auto"
             )
         self.dtype = torch.float32 if model.inference_only else inference_dtype(precision, self.device)
+        self.flip = bool(flip)
         self._fast: RecurrentVOS | None = None  # the optimised copy, rebuilt when the weights change
         self.model = model.to(self.device).eval()
         self.max_size = max_size
@@ -489,7 +503,7 @@ class Segmenter:
         if zero_shot and self.tracker is not None and self.handoff > 0:
             results = self._discover_then_track(state, inputs, feed)
         else:
-            results = self._runner().unroll(inputs, feed)
+            results = self._unroll(self._runner(), inputs, feed)
         for r in results:
             seen = r.t + 1
             if r.logits is None:  # nothing to track yet (objects appear later)
@@ -531,6 +545,14 @@ class Segmenter:
                 f"masks were given for frame(s) {late[:5]} but the video has only {seen} frames (0..{seen - 1}); "
                 "check the mask file names / frame indices"
             )
+
+    def _unroll(
+        self, model: RecurrentVOS, inputs: Iterable[torch.Tensor], feed: Feed
+    ) -> Iterator[FrameResult]:
+        """``model.unroll``, with the mirror images too when ``flip`` is on (zero-shot discovery runs plain)."""
+        if self.flip and not feed.zero_shot:
+            return unroll_flipped(model, inputs, feed)
+        return model.unroll(inputs, feed)
 
     def _discovered(self, r: FrameResult, state: InferenceState) -> list[int]:
         """Zero-shot: the slots (0-based) reported on this frame: objectness and area over their thresholds,
@@ -579,7 +601,7 @@ class Segmenter:
         n, start = r.logits.shape[1], r.t
         log.debug("zero-shot: slots %s handed to the tracker on frame %d", [i + 1 for i in sel], start)
         handed = HandedOverFeed(masks[None].to(r.logits.dtype), sel, state)
-        for q in self._tracker_runner().unroll(itertools.chain(last, source), handed):
+        for q in self._unroll(self._tracker_runner(), itertools.chain(last, source), handed):
             if q.t == 0:  # the hand-off frame itself, already given
                 continue
             if q.logits is None:  # the user removed every tracked object
@@ -783,7 +805,7 @@ def load_model(
     checkpoint path, or a model name from the registry (random weights, with a warning).
 
     ``options`` go to :class:`Segmenter` (``objectness_threshold``, ``min_area``, ``mask_threshold``,
-    ``precision``, ``memory``, ``small_object_size``) or,
+    ``precision``, ``memory``, ``small_object_size``, ``flip``) or,
     for a model name, to ``build_model``. ``threads`` sets torch's CPU threads (default: torch's choice).
     ``runtime="onnxruntime"`` runs the model with ONNX Runtime (CPU): the ``onnx`` file written by
     ``recvos export --onnx`` (checked against the model when ``name_or_path`` is given too), or else the
@@ -810,6 +832,7 @@ def load_model(
         "precision",
         "memory",
         "small_object_size",
+        "flip",
     }
     seg_kw = {k: options.pop(k) for k in list(options) if k in seg_keys}
     device = resolve_device(device)

@@ -321,7 +321,7 @@ function setupControls() {
   });
   const start = (zero_shot) => guarded(async () => {
     say("");
-    await post("propagate", { zero_shot, online: !zero_shot && $("online").checked });
+    await post("propagate", { zero_shot, online: !zero_shot && $("online").checked, flip: $("flip").checked });
     await refresh();
     pollJob();
   });
