@@ -206,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         choices=["off", "on"],
         default=["off"],
-        help="one-shot rows (oneshot, oneshot-ol): one row per value, without and/or with the Segmenter's "
-        "test-time flip (default: off)",
+        help="one-shot rows (oneshot, oneshot-ol) and the zero-shot default's (its tracker): one row per value, "
+        "without and/or with the Segmenter's test-time flip (default: off)",
     )
     ap.add_argument("--limit", type=int, default=0, help="only the first N sequences (smoke)")
     ap.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
@@ -270,17 +270,25 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
         elif m == "zeroshot":
-            rows.append(
-                run_method(
-                    f"recvos zero-shot default: discovers on frames 0-{args.handoff - 1}, the one-shot "
-                    f"{'default' if args.tracker == 'default' else 'tracker'} tracks (unsupervised protocol)",
-                    recvos_predictor(
-                        "zero-shot", 0, args.zeroshot_model, tracker=args.tracker, handoff=args.handoff, **run
-                    ),
-                    seqs,
-                    "unsupervised",
+            for flip in args.flip:  # flip applies to the tracker
+                rows.append(
+                    run_method(
+                        f"recvos zero-shot default: discovers on frames 0-{args.handoff - 1}, the one-shot "
+                        f"{'default' if args.tracker == 'default' else 'tracker'} tracks (unsupervised protocol)"
+                        + FLIP_LABEL[flip],
+                        recvos_predictor(
+                            "zero-shot",
+                            0,
+                            args.zeroshot_model,
+                            tracker=args.tracker,
+                            handoff=args.handoff,
+                            flip=flip == "on",
+                            **run,
+                        ),
+                        seqs,
+                        "unsupervised",
+                    )
                 )
-            )
         elif m == "zeroshot-alone":
             rows.append(
                 run_method(

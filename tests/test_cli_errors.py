@@ -88,6 +88,7 @@ def readonly_dir(tmp_path):
         (["--stride", "0"], "--stride 0"),
         (["--start", "99"], "--start 99"),
         (["--end", "0"], "--end 0"),
+        (["--flip", "--runtime", "onnxruntime"], "--flip runs each frame and its mirror image"),
     ],
 )
 def test_bad_option_values_are_one_line_before_the_model(tmp_path, video, no_model, capsys, option, needle):

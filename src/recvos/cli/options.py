@@ -117,6 +117,11 @@ def check_model_options(args: argparse.Namespace) -> None:
     from recvos.errors import RecvosError
     from recvos.inference.inputs import check_max_size
 
+    if getattr(args, "flip", False) and getattr(args, "runtime", "torch") == "onnxruntime":
+        raise RecvosError(
+            "--flip runs each frame and its mirror image as a batch of two, which an exported ONNX graph does "
+            "not take; use --runtime torch (the default)"
+        )
     if isinstance(getattr(args, "handoff", None), int):
         from recvos.inference.segmenter import check_handoff
 
