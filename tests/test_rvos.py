@@ -278,6 +278,61 @@ def test_memory_options_are_checked():
         tiny("rvos-st", reference=True, memory=-1)
 
 
+def test_memory_every_n_frames_keeps_the_last_frame_of_each_block():
+    """mem_every = 3, K = 2: a new entry every 3 writes, the writes in between replace the newest entry, so the
+    newest entry is always the last frame and the older one the last frame of the block before."""
+    from dataclasses import replace
+
+    model = tiny("rvos-st", reference=True, ref_dim=8, memory=2, mem_every=3).eval()
+    assert model.config["mem_every"] == 3
+    assert "mem_every" not in tiny("rvos-st", reference=True, ref_dim=8, memory=2).config  # old configs kept
+    with torch.no_grad():
+        state = model.init_state(torch.rand(1, 3, 48, 64), torch.ones(1, 2, 48, 64))
+    assert state.mem_age.tolist() == [[0.0, 0.0]]
+    P = state.mem_key.shape[-1]
+    expected = {
+        0: [None, 0],
+        1: [None, 1],
+        2: [None, 2],
+        3: [2, 3],
+        4: [2, 4],
+        5: [2, 5],
+        6: [5, 6],
+        7: [5, 7],
+    }
+    for w in range(8):  # write w carries key value w and mask value w
+        key = torch.full_like(state.last_key, float(w))
+        state = model.remember(
+            replace(state, last_key=key), torch.full((1, 2, 4, P // 4), float(w)), (4, P // 4)
+        )
+        got = [
+            None if v < 0.5 else int(k)
+            for v, k in zip(state.mem_valid[0, 0], state.mem_key[0, 0, :, 0, 0], strict=True)
+        ]
+        assert got == expected[w], w
+        assert [int(v) for v in state.mem_val[0, 0, :, 0]][-1] == w
+        assert state.mem_age.tolist() == [[(w + 1) % 3] * 2]
+
+
+def test_memory_every_is_per_object_and_checked():
+    """An object entering later opens its entries at its own frames: its age differs, so the objects' keys
+    are not shared (each reads its own memory); bad intervals are one-line errors."""
+    from recvos.models.feed import FirstFrameFeed
+
+    model = tiny("rvos-st", reference=True, ref_dim=8, memory=2, mem_every=3, mem_top_k=5).eval()
+    frames, masks = clip(B=1, T=6, O=3)
+    with torch.no_grad():
+        results = list(model.unroll(frames.unbind(1), _LateFeed(masks)))
+        plain = list(model.unroll(frames.unbind(1), FirstFrameFeed(masks[:, 0, :2])))
+    # 6 writes for object 1 (frames 0-5), 4 for object 2 (entered on frame 2), 2 for object 0 (re-prompted on 4)
+    assert results[-1].state.mem_age.tolist() == [[2.0, 0.0, 1.0]]
+    assert not RVOS._keys_shared(results[-1].state)
+    assert RVOS._keys_shared(plain[-1].state)
+    for bad in (0, 101, 2.5):
+        with pytest.raises(RecvosError, match="mem_every"):
+            tiny("rvos-st", reference=True, memory=2, mem_every=bad)
+
+
 def test_zero_shot_memory_remembers_its_own_masks(unroll):
     """Zero-shot RVOS with memory: no reference, the memory holds the model's own fed-back masks."""
     model = tiny("rvos-st", mode="zero-shot", max_objects=2, memory=2, ref_dim=8).eval()

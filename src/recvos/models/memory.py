@@ -29,6 +29,7 @@ __all__ = [
     "MAX_MEMORY",
     "MatchingMemory",
     "MatchingState",
+    "check_memory_every",
     "check_memory_frames",
 ]
 
@@ -38,6 +39,8 @@ MATCH_MAPS = 2
 MEMORY_MAPS = 2
 #: the most frames an object's matching memory may hold (``memory``, in training and at inference)
 MAX_MEMORY = 64
+#: the longest write interval of the memory (``mem_every``)
+MAX_MEMORY_EVERY = 100
 
 
 def check_memory_frames(memory: object, label: str = "memory") -> None:
@@ -53,8 +56,17 @@ def _one_for_all_objects(t: torch.Tensor) -> bool:
     return t.shape[1] > 1 and t.stride(1) == 0 and not torch.compiler.is_exporting()
 
 
-def matching_options(reference: bool, memory: int, mem_top_k: int, ref_dim: int) -> None:
+def check_memory_every(every: object, label: str = "mem_every") -> None:
+    """A memory write interval (1: every frame), or a one-line RecvosError naming ``label``."""
+    if isinstance(every, bool) or not isinstance(every, int) or not 1 <= every <= MAX_MEMORY_EVERY:
+        raise RecvosError(
+            f"{label} {every!r}: every how many frames a memory entry is kept, 1..{MAX_MEMORY_EVERY} (1: every frame)"
+        )
+
+
+def matching_options(reference: bool, memory: int, mem_top_k: int, ref_dim: int, mem_every: int = 1) -> None:
     """Check the options of the reference and the memory (one-line RecvosErrors)."""
+    check_memory_every(mem_every)
     if memory < 0 or memory > MAX_MEMORY:
         raise RecvosError(f"memory must be 0..{MAX_MEMORY} frames (got {memory})")
     if mem_top_k < 1:
@@ -86,6 +98,9 @@ class MatchingState:
     mem_val: torch.Tensor | None = None
     mem_valid: torch.Tensor | None = None
     last_key: torch.Tensor | None = None
+    #: with ``mem_every = N > 1``: per object [B, O], the frames written into the newest memory entry since it
+    #: was opened, modulo N (0: the next write opens a new entry; otherwise it replaces the newest one)
+    mem_age: torch.Tensor | None = None
 
 
 class MatchingMemory:
@@ -96,6 +111,8 @@ class MatchingMemory:
     reference: bool
     memory: int
     mem_top_k: int
+    #: keep one memory entry every ``mem_every`` frames (the newest entry always holds the last frame); 1: every frame
+    mem_every: int = 1
 
     @property
     def matching_maps(self) -> int:
@@ -121,6 +138,8 @@ class MatchingMemory:
             out["mem_val"] = emb.new_zeros(B, num_objects, self.memory, P)
             out["mem_valid"] = emb.new_zeros(B, num_objects, self.memory)
             out["last_key"] = emb.flatten(2).unsqueeze(1).expand(-1, num_objects, -1, -1)
+            if self.mem_every > 1:
+                out["mem_age"] = emb.new_zeros(B, num_objects)
         return out
 
     def _matching_maps(self, f16: torch.Tensor, state: Any, prev_masks: Any) -> tuple[torch.Tensor, Any]:
@@ -173,22 +192,29 @@ class MatchingMemory:
     def remember(self, state: Any, prev_masks: torch.Tensor, size: tuple[int, int]) -> Any:
         """The state with the last frame (``state.last_key``) and its fed-back masks [B, O, H, W] (area-resized
         to the memory's ``size`` unless already at it) written into each object's memory, the oldest entry
-        dropped."""
+        dropped. With ``mem_every = N > 1`` (``state.mem_age`` set) a new entry is opened only every N writes;
+        the writes in between replace the newest entry, so it always holds the last frame and the K entries
+        span about K * N frames (an entry keeps the last frame of its N)."""
         val = prev_masks.to(state.mem_val.dtype)
         if tuple(val.shape[-2:]) != tuple(size):
             val = F.interpolate(val, size=size, mode="area")
         val = val.flatten(2)  # [B, O, P]
-        keep = slice(1, None)
-        return replace(
-            state,
-            mem_key=torch.cat(
-                [state.mem_key[:, :, keep], state.last_key.unsqueeze(2).to(state.mem_key.dtype)], 2
-            ),
-            mem_val=torch.cat([state.mem_val[:, :, keep], val.unsqueeze(2)], 2),
-            mem_valid=torch.cat(
-                [state.mem_valid[:, :, keep], state.mem_valid.new_ones(*val.shape[:2], 1)], 2
-            ),
-        )
+        new = {
+            "mem_key": state.last_key.unsqueeze(2).to(state.mem_key.dtype),
+            "mem_val": val.unsqueeze(2),
+            "mem_valid": state.mem_valid.new_ones(*val.shape[:2], 1),
+        }
+        pushed = {k: torch.cat([getattr(state, k)[:, :, 1:], v], 2) for k, v in new.items()}
+        if state.mem_age is None:
+            return replace(state, **pushed)
+        age = state.mem_age
+        opened = age == 0  # [B, O]: these objects open a new entry, the others replace their newest one
+        out = {}
+        for k, v in new.items():
+            kept = torch.cat([getattr(state, k)[:, :, :-1], v], 2)
+            cond = opened.view(*opened.shape, *([1] * (v.dim() - 2)))
+            out[k] = torch.where(cond, pushed[k], kept)
+        return replace(state, **out, mem_age=torch.remainder(age + 1, self.mem_every))
 
     def read_memory(self, q: torch.Tensor, state: Any) -> torch.Tensor:
         """Embeddings of the current frame [B, E, h, w] -> per-object [own readout, others' readout] maps
@@ -237,5 +263,7 @@ class MatchingMemory:
             return False
         if state.ref_emb is not None and not _one_for_all_objects(state.ref_emb):
             return False
+        if state.mem_age is not None and not bool((state.mem_age == state.mem_age[:, :1]).all()):
+            return False  # entries opened at different frames hold different frames
         valid = state.mem_valid
         return bool((valid == valid[:, :1]).all())

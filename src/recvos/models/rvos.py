@@ -102,6 +102,8 @@ class RVOS(MatchingMemory, RecurrentVOS):
         ref_dim: channels of the reference embedding.
         memory: K, the frames each object remembers (besides its reference; 0: no memory; see the module docs).
         mem_top_k: memory pixels each pixel attends to (top-k softmax).
+        mem_every: keep one memory entry every this many frames (the newest entry always holds the last
+            frame; 1: every frame; weights do not depend on it).
     """
 
     def __init__(
@@ -120,6 +122,7 @@ class RVOS(MatchingMemory, RecurrentVOS):
         ref_dim: int = 64,
         memory: int = 0,
         mem_top_k: int = 20,
+        mem_every: int = 1,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -135,7 +138,7 @@ class RVOS(MatchingMemory, RecurrentVOS):
             raise RecvosError(f"RVOS hidden_size must be a positive multiple of 8 (got {hidden_size})")
         if reference and mode != "one-shot":
             raise RecvosError("reference=True needs mode='one-shot' (zero-shot has no reference masks)")
-        matching_options(reference, memory, mem_top_k, ref_dim)
+        matching_options(reference, memory, mem_top_k, ref_dim, mem_every)
         if max_objects < 1:
             raise RecvosError(f"max_objects must be >= 1 (got {max_objects})")
         self.name = f"rvos-{variant.lower()}"
@@ -156,6 +159,9 @@ class RVOS(MatchingMemory, RecurrentVOS):
             self.config.update(reference=True, ref_dim=ref_dim)
         if memory:
             self.config.update(memory=memory, mem_top_k=mem_top_k)
+            if mem_every != 1:
+                self.config.update(mem_every=mem_every)
+        self.mem_every = mem_every
         self.memory = memory
         self.mem_top_k = mem_top_k
         self.variant = variant

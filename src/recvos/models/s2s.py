@@ -92,7 +92,7 @@ class S2S(MatchingMemory, RecurrentVOS):
         extra_channel_init: "mean" or "zero" for the initializer's mask filter.
         frozen_bn, freeze_stages: backbone freezing options (both backbones).
         mode: "one-shot" only (accepted so that every model takes a mode).
-        reference, ref_dim, memory, mem_top_k: the matching options (see the module docs and RVOS).
+        reference, ref_dim, memory, mem_top_k, mem_every: the matching options (see the module docs and RVOS).
     """
 
     def __init__(
@@ -111,9 +111,10 @@ class S2S(MatchingMemory, RecurrentVOS):
         ref_dim: int = 64,
         memory: int = 0,
         mem_top_k: int = 20,
+        mem_every: int = 1,
     ) -> None:
         super().__init__()
-        matching_options(reference, memory, mem_top_k, ref_dim)
+        matching_options(reference, memory, mem_top_k, ref_dim, mem_every)
         if mode != "one-shot":
             raise RecvosError(
                 f"s2s is semi-supervised only (mode one-shot, got {mode!r}); use rvos-st for zero-shot"
@@ -138,6 +139,9 @@ class S2S(MatchingMemory, RecurrentVOS):
             self.config.update(reference=True, ref_dim=ref_dim)
         if memory:
             self.config.update(memory=memory, mem_top_k=mem_top_k)
+            if mem_every != 1:
+                self.config.update(mem_every=mem_every)
+        self.mem_every = mem_every
         self.reference, self.memory, self.mem_top_k = reference, memory, mem_top_k
         self.use_initializer = use_initializer
         self.prev_mask_input = prev_mask_input
