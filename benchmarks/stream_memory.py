@@ -25,7 +25,6 @@ from pathlib import Path
 from _common import write_section  # noqa: E402  (benchmarks/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
-START, END = "<!-- stream_memory:start -->", "<!-- stream_memory:end -->"
 
 
 def write_looped_video(path: Path, num_frames: int, size: tuple[int, int], fps: int = 25) -> Path:
@@ -65,7 +64,7 @@ def rss_now_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def child(video: Path, model: str, threads: int) -> None:
+def child(video: Path, model: str, threads: int, flip: bool = False) -> None:
     """Segment ``video`` (first mask next to it) and print a JSON line with the peaks."""
     import torch
 
@@ -73,7 +72,7 @@ def child(video: Path, model: str, threads: int) -> None:
     from recvos.inference.video import segment_to_folder
 
     torch.set_num_threads(threads)
-    seg = load_model(model, allow_random=True)  # speed/memory only: random weights are fine
+    seg = load_model(model, allow_random=True, flip=flip)  # speed/memory only: random weights are fine
     startup = rss_now_mb()
 
     class Probe:
@@ -109,11 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, nargs=2, default=[96, 128], metavar=("H", "W"))
     p.add_argument("--model", default="rvos-st")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--flip", action="store_true", help="segment with the test-time flip (its own section)")
     p.add_argument("--write", action="store_true")
     p.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        child(args.child, args.model, args.threads)
+        child(args.child, args.model, args.threads, args.flip)
         return 0
     t_all = time.perf_counter()
     rows = []
@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.model,
                 "--threads",
                 str(args.threads),
+                *(["--flip"] if args.flip else []),
             ]
             env = {**os.environ, "PYTHONWARNINGS": "ignore"}
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
@@ -149,9 +150,10 @@ def write_report(path: Path, rows: list[tuple], args, total: float) -> None:
     from segment_fps import cpu_name  # noqa: PLC0415 - sibling script
 
     base = rows[0][1]["peak_mb"]
+    key = "stream_memory_flip" if args.flip else "stream_memory"
     lines = [
-        START,
-        "## Streaming memory: peak RSS vs video length",
+        f"<!-- {key}:start -->",
+        "## Streaming memory: peak RSS vs video length" + (", with --flip" if args.flip else ""),
         "",
         f"Command: `.venv/bin/python benchmarks/stream_memory.py {' '.join(sys.argv[1:])}` "
         f"({date.today().isoformat()}, {total:.0f} s in all).",
@@ -171,8 +173,8 @@ def write_report(path: Path, rows: list[tuple], args, total: float) -> None:
             f"| {n} | {r['peak_mb']:.1f} | {r['peak_mb'] - base:+.1f} | {r['peak_at_100_mb']:.1f} | "
             f"{r['rss_at_100_mb']:.1f} | {r['rss_end_mb']:.1f} | {r['frames'] / r['seconds']:.1f} |"
         )
-    lines.append(END)
-    write_section("stream_memory", "\n".join(lines), path)
+    lines.append(f"<!-- {key}:end -->")
+    write_section(key, "\n".join(lines), path)
     print(f"wrote {path}")
 
 
