@@ -143,3 +143,27 @@ def test_flip_option_through_load_model_and_refused_for_onnx(tmp_path, monkeypat
 
     with pytest.raises(RecvosError, match=r"flip \(--flip\).*--runtime torch"):
         Segmenter(FakeOnnx(), flip=True)
+
+
+def test_flip_after_online_learning_uses_the_fine_tuned_weights_then_restores_them(clip):
+    """Online learning, then a flipped propagation: the masks are those of the fine-tuned weights seen twice
+    (a flipped run of a copy holding them), and the original weights are back afterwards."""
+    import copy
+
+    seg = Segmenter(tiny(), max_size=None, precision="fp32", flip=True, small_object_size=None)
+    before = {k: v.clone() for k, v in seg.model.state_dict().items()}
+    state = seg.init_state(list(clip.frames))
+    seg.add_mask(state, 0, clip.masks[0])
+    seg.finetune(state, steps=2, val_pairs=0)
+    tuned = copy.deepcopy(seg.model)
+    got = [p for _, _, p in seg.propagate(state, return_probs=True)]
+    for k, v in seg.model.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+    ref = Segmenter(tuned, max_size=None, precision="fp32", flip=True, small_object_size=None)
+    want = probs_of(ref, clip.frames, {0: clip.masks[0]})
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert any(
+        not np.allclose(a, b, atol=1e-4)
+        for a, b in zip(got, probs_of(seg, clip.frames, {0: clip.masks[0]}), strict=True)
+    )
