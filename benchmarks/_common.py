@@ -118,6 +118,13 @@ def add_model_variants(ap: argparse.ArgumentParser) -> None:
         help="with --online-steps: each blend of the fine-tuned weights with the original ones (finetune's blend)",
     )
     ap.add_argument(
+        "--mask-threshold",
+        type=float,
+        nargs="*",
+        default=[],
+        help="run each model with each mask_threshold (the Segmenter's; default: its 0.5)",
+    )
+    ap.add_argument(
         "--flip",
         nargs="*",
         choices=["off", "on"],
@@ -136,8 +143,10 @@ def model_variants(
         for k in args.memory or [None]:
             for z in args.small_object_size or [None]:
                 for n in args.online_steps or [None]:
-                    for a, f in itertools.product(
-                        (args.online_blend or [None]) if n else [None], getattr(args, "flip", None) or [None]
+                    for a, f, th in itertools.product(
+                        (args.online_blend or [None]) if n else [None],
+                        getattr(args, "flip", None) or [None],
+                        getattr(args, "mask_threshold", None) or [None],
                     ):
                         label = (
                             f"`{m}`"
@@ -146,10 +155,13 @@ def model_variants(
                             + (f", online learning {n} steps" if n else "")
                             + ("" if a is None else f", blend {a:g}")
                             + ("" if f is None else f", flip {f}")
+                            + ("" if th is None else f", mask_threshold {th:g}")
                         )
                         kw: dict[str, Any] = {"memory": k} | ({} if z is None else {"small_object_size": z})
                         if f is not None:
                             kw["flip"] = f == "on"
+                        if th is not None:
+                            kw["mask_threshold"] = th
                         online: dict[str, Any] = {} if not n else {"online_steps": n}
                         if a is not None:
                             online["finetune_options"] = {"blend": a}
@@ -170,6 +182,11 @@ def variant_options(args: argparse.Namespace) -> str:
         + (f" --online-steps {' '.join(map(str, args.online_steps))}" if args.online_steps else "")
         + (f" --online-blend {' '.join(map(str, args.online_blend))}" if args.online_blend else "")
         + (f" --flip {' '.join(args.flip)}" if getattr(args, "flip", None) else "")
+        + (
+            f" --mask-threshold {' '.join(map(str, args.mask_threshold))}"
+            if getattr(args, "mask_threshold", None)
+            else ""
+        )
     )
 
 

@@ -197,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
         help="one-shot rows: the Segmenter's small_object_size (0: off; default: the Segmenter's)",
     )
     ap.add_argument(
+        "--mask-threshold",
+        type=float,
+        default=None,
+        help="one-shot rows: the Segmenter's mask_threshold (default: the Segmenter's, 0.5)",
+    )
+    ap.add_argument(
         "--sequences",
         default=None,
         help="comma-separated sequences of the split (e.g. held-out train videos)",
@@ -222,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     one = {**run, "memory": args.memory}  # the one-shot rows
     if args.small_object_size is not None:
         one["small_object_size"] = args.small_object_size
+    if args.mask_threshold is not None:
+        one["mask_threshold"] = args.mask_threshold
     rows = []
     for m in args.methods.split(","):
         if m == "copy":
