@@ -118,6 +118,13 @@ def add_model_variants(ap: argparse.ArgumentParser) -> None:
         help="with --online-steps: each blend of the fine-tuned weights with the original ones (finetune's blend)",
     )
     ap.add_argument(
+        "--online-backbone",
+        nargs="*",
+        choices=["off", "on"],
+        default=[],
+        help="with --online-steps: fine-tune the backbone too, off and/or on (finetune's train_backbone; default: off)",
+    )
+    ap.add_argument(
         "--mask-threshold",
         type=float,
         nargs="*",
@@ -143,8 +150,9 @@ def model_variants(
         for k in args.memory or [None]:
             for z in args.small_object_size or [None]:
                 for n in args.online_steps or [None]:
-                    for a, f, th in itertools.product(
+                    for a, bb, f, th in itertools.product(
                         (args.online_blend or [None]) if n else [None],
+                        (getattr(args, "online_backbone", None) or [None]) if n else [None],
                         getattr(args, "flip", None) or [None],
                         getattr(args, "mask_threshold", None) or [None],
                     ):
@@ -154,6 +162,7 @@ def model_variants(
                             + ("" if z is None else f", small_object_size {z or 'off'}")
                             + (f", online learning {n} steps" if n else "")
                             + ("" if a is None else f", blend {a:g}")
+                            + ("" if bb is None else f", backbone trained {bb}")
                             + ("" if f is None else f", flip {f}")
                             + ("" if th is None else f", mask_threshold {th:g}")
                         )
@@ -163,8 +172,11 @@ def model_variants(
                         if th is not None:
                             kw["mask_threshold"] = th
                         online: dict[str, Any] = {} if not n else {"online_steps": n}
-                        if a is not None:
-                            online["finetune_options"] = {"blend": a}
+                        tune = ({} if a is None else {"blend": a}) | (
+                            {} if bb is None else {"train_backbone": bb == "on"}
+                        )
+                        if tune:
+                            online["finetune_options"] = tune
                         out.append((label, None if m == "default" else m, kw, online))
     return out
 
@@ -181,6 +193,11 @@ def variant_options(args: argparse.Namespace) -> str:
         )
         + (f" --online-steps {' '.join(map(str, args.online_steps))}" if args.online_steps else "")
         + (f" --online-blend {' '.join(map(str, args.online_blend))}" if args.online_blend else "")
+        + (
+            f" --online-backbone {' '.join(args.online_backbone)}"
+            if getattr(args, "online_backbone", None)
+            else ""
+        )
         + (f" --flip {' '.join(args.flip)}" if getattr(args, "flip", None) else "")
         + (
             f" --mask-threshold {' '.join(map(str, args.mask_threshold))}"

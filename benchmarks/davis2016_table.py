@@ -78,6 +78,7 @@ def recvos_predictor(
     online_precision: str = "auto",
     online_lr: float | None = None,
     online_blend: float | None = None,
+    online_backbone: bool = False,
     **options,
 ) -> Predictor:
     """The user path of ``recvos predict``: the object given on its first annotated frame, then propagated
@@ -93,6 +94,8 @@ def recvos_predictor(
         ol["lr"] = online_lr
     if online_blend is not None:
         ol["blend"] = online_blend
+    if online_backbone:
+        ol["train_backbone"] = True
 
     def run(seq: VideoSequence) -> Iterator[np.ndarray]:
         state = open_sequence(seg, seq, zero_shot=zero_shot, online_steps=online_steps, finetune_options=ol)
@@ -157,6 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=[None],
         help="oneshot-ol: one row per value and the others (default: finetune's blend, 1)",
+    )
+    ap.add_argument(
+        "--online-backbone",
+        nargs="+",
+        choices=["off", "on"],
+        default=["off"],
+        help="oneshot-ol: one row per value and the others: fine-tune the backbone too (default: off)",
     )
     ap.add_argument(
         "--per-sequence", action="store_true", help="also a table of J-Mean per sequence and method"
@@ -258,20 +268,34 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         elif m == "oneshot-ol":  # one row per combination of the --online-* values
-            for steps, p, lr, a, flip in itertools.product(
-                args.online_steps, args.online_precision, args.online_lr, args.online_blend, args.flip
+            for steps, p, lr, a, bb, flip in itertools.product(
+                args.online_steps,
+                args.online_precision,
+                args.online_lr,
+                args.online_blend,
+                args.online_backbone,
+                args.flip,
             ):
                 label = (
                     f"{steps} steps"
                     + ("" if p == "auto" else f", {p}")
                     + ("" if lr is None else f", lr {lr:g}")
                     + ("" if a is None else f", blend {a:g}")
+                    + (", backbone trained" if bb == "on" else "")
                 )
                 rows.append(
                     run_method(
                         f"recvos one-shot default + online learning ({label})" + FLIP_LABEL[flip],
                         recvos_predictor(
-                            "one-shot", steps, args.oneshot_model, p, lr, a, **one, flip=flip == "on"
+                            "one-shot",
+                            steps,
+                            args.oneshot_model,
+                            p,
+                            lr,
+                            a,
+                            bb == "on",
+                            **one,
+                            flip=flip == "on",
                         ),
                         seqs,
                         "semi-supervised",
