@@ -142,11 +142,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="online learning before segmenting bike and judo (default 0: none)",
     )
+    ap.add_argument("--flip", action="store_true", help="segment with the test-time flip (one-shot figures)")
     ap.add_argument("--write", action="store_true", help="write docs/*.jpg and the BENCHMARKS.md section")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     shared = Path(args.shared)
-    seg = load_model(args.model)
+    seg = load_model(args.model, flip=args.flip)
 
     # --- bike: multi-object
     bike = shared / "cutie_examples"
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             write_section(
                 "worst_sequences",
                 "## DAVIS-2016 val per sequence, and the worst five shown\n\n"
-                f"Command: `python benchmarks/figures.py --worst {args.worst} --write` (model: "
+                f"Command: `python benchmarks/figures.py --worst {args.worst}{' --flip' if args.flip else ''} --write` (model: "
                 f"{args.model or 'shipped one-shot default'}; Segmenter at its default size, masks at 854x480, "
                 "J-Mean over frames 1..n-2). Strips: 5 evenly spaced frames, prediction filled, ground truth "
                 "outlined in white.\n\n" + worst_table + "\n\n" + images + "\n",
@@ -214,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         save_jpg(ROOT / "docs" / f"val_overlay_{args.val_sequence}.jpg", val_fig)
         section = (
             "## Multi-object check: cutie_examples/bike\n\n"
-            f"Command: `python benchmarks/figures.py --write` (model: {args.model or 'shipped one-shot default'}). "
+            f"Command: `python benchmarks/figures.py{' --flip' if args.flip else ''} --write` "
+            f"(model: {args.model or 'shipped one-shot default'}). "
             "Two objects given on frame 0 (by eye: 1 = bike, 2 = rider); DAVIS-2016 annotates them as one object in "
             "bmx-trees, so the union of the two predictions is scored against it. Overlay: "
             "`docs/bike_overlay.jpg`.\n\n" + table + "\n\n"
