@@ -63,14 +63,19 @@ CONFIGS = [
     ("default architecture, backbone frozen, frames, bf16", DEFAULT, [*FROZEN, "train.amp=bf16"], 6, False),
     ("default architecture, feature cache, fp32", DEFAULT, FROZEN, 8, True),
     ("default architecture, feature cache, bf16", DEFAULT, [*FROZEN, "train.amp=bf16"], 8, True),
-    (
-        f'thin decoder (hidden_size {THIN}; not shipped, see "A thinner decoder"), feature cache, bf16',
-        {**DEFAULT, "hidden_size": THIN},
-        [*FROZEN, "train.amp=bf16"],
-        8,
-        True,
-    ),
 ]
+
+
+def thin_config(width: int) -> tuple:
+    """The row of a decoder of ``width`` (hidden_size) instead of 128, feature cache, bf16."""
+    label = (
+        f'thin decoder (hidden_size {width}; not shipped, see "A thinner decoder"), feature cache, bf16'
+        if width == THIN
+        else f"decoder of hidden_size {width}, feature cache, bf16"
+    )
+    return (label, {**DEFAULT, "hidden_size": width}, [*FROZEN, "train.amp=bf16"], 8, True)
+
+
 #: the pool clips and frames of the cache in this benchmark (enough for the measured steps)
 POOL_CLIPS, POOL_FRAMES = 12, 7
 
@@ -192,18 +197,29 @@ def main() -> int:
         "--run-clips", type=int, default=2400, help="clips of the whole run the cache cost is spread over"
     )
     p.add_argument("--pool-clips", type=int, default=600, help="pool clips of that run's cache")
+    p.add_argument(
+        "--thin",
+        type=int,
+        nargs="+",
+        default=[THIN],
+        metavar="WIDTH",
+        help=f"a row per narrower decoder width (hidden_size; default: {THIN})",
+    )
+    p.add_argument("--steps", type=int, default=None, help="measured steps per row (default: each row's)")
     p.add_argument("--no-write", action="store_true")
     p.add_argument(
         "--note", default="", help="a sentence added to the report (e.g. how the CPU was kept quiet)"
     )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    configs = [CONFIGS[0], CONFIGS[-2], CONFIGS[-1]] if args.quick else CONFIGS
+    thin = [thin_config(w) for w in args.thin]
+    configs = [CONFIGS[0], CONFIGS[-1], *thin] if args.quick else [*CONFIGS, *thin]
     load_before = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, options, extra, steps, cached in configs:
-            r = run_config(args, label, options, extra, 2 if args.quick else steps, cached, Path(tmp))
+            n = args.steps or (2 if args.quick else steps)
+            r = run_config(args, label, options, extra, n, cached, Path(tmp))
             print(
                 f"{r['label']}: {r['clips_per_s']:.3f} clips/s median of {r['steps']} steps, best {r['max']:.3f} "
                 f"(worst {r['min']:.3f}), {r['params_m']:.1f} M params, run {r['wall_s']:.0f} s"
@@ -247,7 +263,10 @@ def main() -> int:
             f"| {r['clips_per_s'] * 3600:.0f} | {r['clips_per_s'] / ref:.1f}x |"
         )
     whole = []
-    for r, name in ((rows[-2], "the default architecture"), (rows[-1], "the thin decoder")):
+    for r, name in (
+        (rows[len(CONFIGS) - 1], "the default architecture"),
+        *((row, f"hidden_size {w}") for row, w in zip(rows[len(CONFIGS) :], args.thin, strict=True)),
+    ):
         total_s = build_run_s + args.run_clips / r["clips_per_s"]
         whole.append(
             f"{name}: {args.run_clips / r['clips_per_s'] / 60:.1f} min to train, "
