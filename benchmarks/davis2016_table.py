@@ -76,26 +76,20 @@ def recvos_predictor(
     online_steps: int = 0,
     model: str | None = None,
     online_precision: str = "auto",
-    online_lr: float | None = None,
-    online_blend: float | None = None,
-    online_backbone: bool = False,
+    finetune_options: dict | None = None,
     **options,
 ) -> Predictor:
     """The user path of ``recvos predict``: the object given on its first annotated frame, then propagated
-    (after ``online_steps`` of online learning in ``online_precision``, "auto" being the Segmenter's own, at
-    learning rate ``online_lr``, None for finetune's default)."""
+    (after ``online_steps`` of online learning in ``online_precision``, "auto" being the Segmenter's own, with
+    ``finetune_options`` for ``Segmenter.finetune``: lr, blend, train_backbone; None values are left out)."""
     from recvos.inference.dataset import open_sequence
     from recvos.inference.segmenter import inference_dtype, load_model
 
     seg = load_model(model, kind=kind, **options)
     zero_shot = kind == "zero-shot"
-    ol: dict = {} if online_precision == "auto" else {"dtype": inference_dtype(online_precision, seg.device)}
-    if online_lr is not None:
-        ol["lr"] = online_lr
-    if online_blend is not None:
-        ol["blend"] = online_blend
-    if online_backbone:
-        ol["train_backbone"] = True
+    ol = {k: v for k, v in (finetune_options or {}).items() if v is not None}  # None: finetune's default
+    if online_precision != "auto":
+        ol["dtype"] = inference_dtype(online_precision, seg.device)
 
     def run(seq: VideoSequence) -> Iterator[np.ndarray]:
         state = open_sequence(seg, seq, zero_shot=zero_shot, online_steps=online_steps, finetune_options=ol)
@@ -291,9 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                             steps,
                             args.oneshot_model,
                             p,
-                            lr,
-                            a,
-                            bb == "on",
+                            {"lr": lr, "blend": a, "train_backbone": bb == "on" or None},
                             **one,
                             flip=flip == "on",
                         ),
