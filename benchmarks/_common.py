@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import itertools
 import platform
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,55 +90,103 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
         tmp.replace(path)
 
 
-def add_model_variants(ap: argparse.ArgumentParser) -> None:
-    """--models, --memory, --small-object-size, --online-steps and --flip: each model is run with each memory
-    size, each small_object_size, each number of online-learning steps and flip off/on (:func:`model_variants`)."""
-    ap.add_argument("--models", nargs="+", default=["default"], help="checkpoints, or 'default' (shipped)")
-    ap.add_argument(
-        "--memory", type=int, nargs="*", default=[], help="run each model with each memory size (frames)"
-    )
-    ap.add_argument(
+@dataclass(frozen=True)
+class VariantOption:
+    """One option of :func:`add_model_variants`: a list of values, each run in turn (every combination with the
+    other options). ``label`` gives the report label's part for a value given; ``target`` says where the value
+    goes: "segmenter" (a Segmenter option), "online" (``open_sequence``'s online-learning steps) or "finetune"
+    (an option of ``Segmenter.finetune``), under ``key``, converted by ``convert``. ``type`` None: the values are
+    "off" and "on". ``with_online``: only combined with online-learning steps."""
+
+    flag: str
+    help: str
+    label: Callable[[Any], str]
+    target: str
+    key: str
+    type: Callable[[str], Any] | None = None
+    convert: Callable[[Any], Any] = lambda v: v
+    with_online: bool = False
+
+    @property
+    def dest(self) -> str:
+        return self.flag[2:].replace("-", "_")
+
+
+def _on(value: str) -> bool:
+    return value == "on"
+
+
+#: the options of :func:`add_model_variants`, in the order of the combinations and of the labels
+VARIANT_OPTIONS = [
+    VariantOption(
+        "--memory",
+        "run each model with each memory size (frames)",
+        lambda k: f", memory {k}" if k else "",
+        "segmenter",
+        "memory",
+        int,
+    ),
+    VariantOption(
         "--small-object-size",
-        type=int,
-        nargs="*",
-        default=[],
-        help="run each model with each small_object_size (0: off; default: the Segmenter's)",
-    )
-    ap.add_argument(
+        "run each model with each small_object_size (0: off; default: the Segmenter's)",
+        lambda z: f", small_object_size {z or 'off'}",
+        "segmenter",
+        "small_object_size",
+        int,
+    ),
+    VariantOption(
         "--online-steps",
-        type=int,
-        nargs="*",
-        default=[],
-        help="run each model with each number of online-learning steps (0: none, the default)",
-    )
-    ap.add_argument(
+        "run each model with each number of online-learning steps (0: none, the default)",
+        lambda n: f", online learning {n} steps" if n else "",
+        "online",
+        "online_steps",
+        int,
+    ),
+    VariantOption(
         "--online-blend",
-        type=float,
-        nargs="*",
-        default=[],
-        help="with --online-steps: each blend of the fine-tuned weights with the original ones (finetune's blend)",
-    )
-    ap.add_argument(
+        "with --online-steps: each blend of the fine-tuned weights with the original ones (finetune's blend)",
+        lambda a: f", blend {a:g}",
+        "finetune",
+        "blend",
+        float,
+        with_online=True,
+    ),
+    VariantOption(
         "--online-backbone",
-        nargs="*",
-        choices=["off", "on"],
-        default=[],
-        help="with --online-steps: fine-tune the backbone too, off and/or on (finetune's train_backbone; default: off)",
-    )
-    ap.add_argument(
-        "--mask-threshold",
-        type=float,
-        nargs="*",
-        default=[],
-        help="run each model with each mask_threshold (the Segmenter's; default: its 0.5)",
-    )
-    ap.add_argument(
+        "with --online-steps: fine-tune the backbone too, off and/or on (finetune's train_backbone; default: off)",
+        lambda b: f", backbone trained {b}",
+        "finetune",
+        "train_backbone",
+        convert=_on,
+        with_online=True,
+    ),
+    VariantOption(
         "--flip",
-        nargs="*",
-        choices=["off", "on"],
-        default=[],
-        help="run each model without and/or with test-time flip (the Segmenter's flip; default: off)",
-    )
+        "run each model without and/or with test-time flip (the Segmenter's flip; default: off)",
+        lambda f: f", flip {f}",
+        "segmenter",
+        "flip",
+        convert=_on,
+    ),
+    VariantOption(
+        "--mask-threshold",
+        "run each model with each mask_threshold (the Segmenter's; default: its 0.5)",
+        lambda th: f", mask_threshold {th:g}",
+        "segmenter",
+        "mask_threshold",
+        float,
+    ),
+]
+
+
+def add_model_variants(ap: argparse.ArgumentParser) -> None:
+    """--models and the options of :data:`VARIANT_OPTIONS` (memory, small_object_size, online-learning steps,
+    blend and backbone, flip, mask_threshold): each model is run with every combination of their values
+    (:func:`model_variants`)."""
+    ap.add_argument("--models", nargs="+", default=["default"], help="checkpoints, or 'default' (shipped)")
+    for opt in VARIANT_OPTIONS:
+        kind = {"type": opt.type} if opt.type is not None else {"choices": ["off", "on"]}
+        ap.add_argument(opt.flag, nargs="*", default=[], help=opt.help, **kind)
 
 
 def model_variants(
@@ -145,65 +194,42 @@ def model_variants(
 ) -> list[tuple[str, str | None, dict[str, Any], dict[str, Any]]]:
     """(label, model for load_model (None: the shipped default), its Segmenter options, its options for
     ``open_sequence``: online learning) for every combination of the options of :func:`add_model_variants`."""
+
+    steps = next(i for i, o in enumerate(VARIANT_OPTIONS) if o.target == "online")
+
+    def combinations(i: int, chosen: list[Any]) -> Iterator[list[Any]]:
+        """The values of options i.. after ``chosen`` (None: not given), in order."""
+        if i == len(VARIANT_OPTIONS):
+            yield chosen
+            return
+        opt = VARIANT_OPTIONS[i]
+        given = getattr(args, opt.dest) or [None]
+        for value in given if not opt.with_online or chosen[steps] else [None]:
+            yield from combinations(i + 1, [*chosen, value])
+
     out = []
     for m in args.models:
-        for k in args.memory or [None]:
-            for z in args.small_object_size or [None]:
-                for n in args.online_steps or [None]:
-                    for a, bb, f, th in itertools.product(
-                        (args.online_blend or [None]) if n else [None],
-                        (getattr(args, "online_backbone", None) or [None]) if n else [None],
-                        getattr(args, "flip", None) or [None],
-                        getattr(args, "mask_threshold", None) or [None],
-                    ):
-                        label = (
-                            f"`{m}`"
-                            + (f", memory {k}" if k else "")
-                            + ("" if z is None else f", small_object_size {z or 'off'}")
-                            + (f", online learning {n} steps" if n else "")
-                            + ("" if a is None else f", blend {a:g}")
-                            + ("" if bb is None else f", backbone trained {bb}")
-                            + ("" if f is None else f", flip {f}")
-                            + ("" if th is None else f", mask_threshold {th:g}")
-                        )
-                        kw: dict[str, Any] = {"memory": k} | ({} if z is None else {"small_object_size": z})
-                        if f is not None:
-                            kw["flip"] = f == "on"
-                        if th is not None:
-                            kw["mask_threshold"] = th
-                        online: dict[str, Any] = {} if not n else {"online_steps": n}
-                        tune = ({} if a is None else {"blend": a}) | (
-                            {} if bb is None else {"train_backbone": bb == "on"}
-                        )
-                        if tune:
-                            online["finetune_options"] = tune
-                        out.append((label, None if m == "default" else m, kw, online))
+        for values in combinations(0, []):
+            label = f"`{m}`"
+            options: dict[str, dict[str, Any]] = {"segmenter": {}, "online": {}, "finetune": {}}
+            for opt, v in zip(VARIANT_OPTIONS, values, strict=True):
+                if v is None or (opt.target == "online" and not v):
+                    continue
+                label += opt.label(v)
+                options[opt.target][opt.key] = opt.convert(v)
+            online = options["online"]
+            if options["finetune"]:
+                online["finetune_options"] = options["finetune"]
+            out.append((label, None if m == "default" else m, options["segmenter"], online))
     return out
 
 
 def variant_options(args: argparse.Namespace) -> str:
-    """The --models/--memory/--small-object-size/--online-steps part of a report's command line."""
-    return (
-        f"--models {' '.join(args.models)}"
-        + (f" --memory {' '.join(map(str, args.memory))}" if args.memory else "")
-        + (
-            f" --small-object-size {' '.join(map(str, args.small_object_size))}"
-            if args.small_object_size
-            else ""
-        )
-        + (f" --online-steps {' '.join(map(str, args.online_steps))}" if args.online_steps else "")
-        + (f" --online-blend {' '.join(map(str, args.online_blend))}" if args.online_blend else "")
-        + (
-            f" --online-backbone {' '.join(args.online_backbone)}"
-            if getattr(args, "online_backbone", None)
-            else ""
-        )
-        + (f" --flip {' '.join(args.flip)}" if getattr(args, "flip", None) else "")
-        + (
-            f" --mask-threshold {' '.join(map(str, args.mask_threshold))}"
-            if getattr(args, "mask_threshold", None)
-            else ""
-        )
+    """The --models and :data:`VARIANT_OPTIONS` part of a report's command line."""
+    return f"--models {' '.join(args.models)}" + "".join(
+        f" {opt.flag} {' '.join(map(str, values))}"
+        for opt in VARIANT_OPTIONS
+        if (values := getattr(args, opt.dest))
     )
 
 
