@@ -193,6 +193,94 @@ def test_full_disk_while_building_leaves_no_cache(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # no cache, no half-built folder
 
 
+def test_an_interrupted_build_resumes_where_it_stopped_and_gives_the_same_cache(tmp_path, monkeypatch):
+    import recvos.training.feature_cache as fcache
+
+    monkeypatch.setattr(fcache, "PROGRESS_EVERY", 1)
+    cfg = cache_cfg(tmp_path)
+    model = model_of(cfg)
+    rendered = []
+    real_pool = fcache._pool_dataset
+
+    def counting_pool(c, videos, stop_at=None):
+        pool = real_pool(c, videos)
+
+        class Counting:
+            def __getitem__(self, key):
+                if key.clip_id == stop_at:
+                    raise KeyboardInterrupt  # the session ends while clip 2 is rendered
+                rendered.append(key.clip_id)
+                return pool[key]
+
+        return Counting()
+
+    monkeypatch.setattr(fcache, "_pool_dataset", lambda c, v: counting_pool(c, v, stop_at=2))
+    with pytest.raises(KeyboardInterrupt):
+        prepare_feature_cache(cfg, model)
+    assert not (tmp_path / "cache").exists() and (tmp_path / ".cache.partial" / "progress.json").is_file()
+    assert rendered == [0, 1]
+    monkeypatch.setattr(fcache, "_pool_dataset", counting_pool)
+    path = prepare_feature_cache(cfg, model)
+    assert rendered == [0, 1, 2]  # only the clip that was not done
+    assert [p.name for p in path.parent.iterdir()] == ["cache"]
+    assert sorted(p.name for p in path.iterdir()) == sorted(
+        [f"{lv}.npy" for lv in LEVELS] + ["slots.npy", "annotated.npy", "names.json", "manifest.json"]
+    )
+    whole_cfg = cache_cfg(tmp_path, f"data.feature_cache.dir={tmp_path / 'whole'}")
+    whole = prepare_feature_cache(whole_cfg, model)
+    for name in [*(f"{lv}.npy" for lv in LEVELS), "slots.npy", "annotated.npy"]:
+        assert np.array_equal(np.load(path / name), np.load(whole / name)), name
+    assert (path / "names.json").read_text() == (whole / "names.json").read_text()
+
+
+def test_a_partial_build_for_another_key_starts_over(tmp_path, monkeypatch):
+    import recvos.training.feature_cache as fcache
+
+    monkeypatch.setattr(fcache, "PROGRESS_EVERY", 1)
+    cfg = cache_cfg(tmp_path)
+    model = model_of(cfg)
+    real_pool = fcache._pool_dataset
+    rendered = []
+
+    class Stop:
+        def __init__(self, pool):
+            self.pool = pool
+
+        def __getitem__(self, key):
+            if key.clip_id == 2:
+                raise KeyboardInterrupt
+            return self.pool[key]
+
+    monkeypatch.setattr(fcache, "_pool_dataset", lambda c, v: Stop(real_pool(c, v)))
+    with pytest.raises(KeyboardInterrupt):
+        prepare_feature_cache(cfg, model)
+
+    class Count(Stop):
+        def __getitem__(self, key):
+            rendered.append(key.clip_id)
+            return self.pool[key]
+
+    monkeypatch.setattr(fcache, "_pool_dataset", lambda c, v: Count(real_pool(c, v)))
+    other = cache_cfg(tmp_path, "data.size=[64, 64]")
+    path = prepare_feature_cache(other, model)
+    assert rendered == [0, 1, 2]
+    assert json.loads((path / "manifest.json").read_text())["key"]["size"] == [64, 64]
+
+
+def test_a_cache_being_built_by_another_process_is_refused(tmp_path):
+    import fcntl
+
+    cfg = cache_cfg(tmp_path)
+    partial = tmp_path / ".cache.partial"
+    partial.mkdir()
+    with open(partial / "build.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(RecvosError, match=r"cache .*cache is being built by another process") as e:
+            prepare_feature_cache(cfg, model_of(cfg))
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "cache").exists()
+
+
 def test_not_enough_free_space_is_refused_before_building(tmp_path, monkeypatch):
     import shutil
 

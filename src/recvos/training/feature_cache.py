@@ -21,8 +21,13 @@ Folder::
 
 The key is what the features depend on: the backbone (name and a digest of its weights), the sizes, and the
 data config that rendered the pool. A cache built for another key is refused with a one-line error, or rebuilt
-with ``data.feature_cache.rebuild=true``. A cache is built in a sibling folder and renamed when complete, so
-an interrupted build (or a full disk, which is reported in one line) leaves no partial cache behind.
+with ``data.feature_cache.rebuild=true``. A cache is built in a sibling folder (``.<name>.partial``) and renamed
+when complete, so an interrupted build never looks like a cache. The build is resumable: every
+``PROGRESS_EVERY`` clips the arrays are flushed and ``progress.json`` records how many clips are done, so a run
+killed while building (a session that ends, Ctrl-C) continues from there the next time, when the key is the
+same (pool clips are a pure function of their index, so the result is the cache an uninterrupted build would
+have written); a partial build for another key is discarded. A full disk is reported in one line and the
+partial build is removed, so nothing is left behind.
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ FORMAT = "recvos-feature-cache/1"
 LEVELS = ("f4", "f8", "f16", "f32")
 #: frames per backbone batch while building
 BUILD_BATCH = 8
+#: clips between the saved progress points of a build (what an interrupted build resumes from)
+PROGRESS_EVERY = 50
 
 
 def cache_key(cfg: Config, model: RecurrentVOS) -> dict[str, Any]:
@@ -126,17 +133,43 @@ def prepare_feature_cache(cfg: Config, model: RecurrentVOS, videos: Any = None) 
 
 
 def _remove_stale_builds(path: Path) -> None:
+    """Folders of the previous (PID-named, not resumable) build layout."""
     for d in path.parent.glob(f".{path.name}.building-*"):
-        pid = d.name.rsplit("-", 1)[-1]
-        alive = False
-        if pid.isdigit():
-            try:
-                os.kill(int(pid), 0)
-                alive = int(pid) != os.getpid()
-            except OSError:
-                alive = False
-        if not alive:
-            shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _lock(partial: Path) -> Any:
+    """An exclusive lock on the partial build (a second process building the same cache is refused)."""
+    handle = open(partial / "build.lock", "w")  # noqa: SIM115 - held for the build, closed by the caller
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        return handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise RecvosError(
+            f"feature cache {partial.parent / key_name(partial)} is being "
+            "built by another process; wait for it, or set data.feature_cache.dir to another folder"
+        ) from None
+    return handle
+
+
+def _used_bytes(folder: Path) -> int:
+    """Bytes the files of ``folder`` occupy on disk (memory maps are sparse until written)."""
+    return sum(f.stat().st_blocks * 512 for f in folder.iterdir() if f.is_file()) if folder.is_dir() else 0
+
+
+def _resume_point(partial: Path, key: dict, shapes: dict) -> dict | None:
+    """The saved progress of a partial build of the same key and shapes, or None."""
+    try:
+        progress = json.loads((partial / "progress.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if progress.get("format") != FORMAT or progress.get("key") != key or progress.get("shapes") != shapes:
+        return None
+    return progress
 
 
 def _pool_dataset(cfg: Config, videos: Any):
@@ -157,34 +190,100 @@ def _build(cfg: Config, model: RecurrentVOS, path: Path, key: dict, videos: Any)
     sizes = feature_sizes(H, W)
     channels = model.backbone.channels
     shapes = {lv: [N, T, c, *hw] for lv, c, hw in zip(LEVELS, channels, sizes, strict=True)}
+    key = json.loads(json.dumps(key))  # as it reads back from progress.json
     need = sum(2 * int(np.prod(s)) for s in shapes.values()) + N * T * (H * W + 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_builds(path)
-    free = shutil.disk_usage(path.parent).free
-    if free < need * 1.02 + (64 << 20):
+    partial = path.parent / f".{path.name}.partial"
+    partial.mkdir(exist_ok=True)
+    lock = _lock(partial)
+    try:
+        progress = _resume_point(partial, key, shapes)
+        if progress is None:  # nothing saved, or saved for another key: start over
+            for f in partial.iterdir():
+                if f.name != "build.lock":
+                    f.unlink()
+        free = shutil.disk_usage(path.parent).free + _used_bytes(partial)
+        if free < need * 1.02 + (64 << 20):
+            shutil.rmtree(partial, ignore_errors=True)
+            raise RecvosError(
+                f"feature cache {path} needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free on that disk; "
+                "free space, lower data.feature_cache.clips/frames, or set data.feature_cache.dir to another disk"
+            )
+        if progress:
+            log.info(
+                "feature cache %s: resuming an interrupted build at clip %d / %d", path, progress["done"], N
+            )
+        else:
+            log.info(
+                "building feature cache %s: %d clips x %d frames at %dx%d (%.1f GiB)",
+                path,
+                N,
+                T,
+                H,
+                W,
+                need / 2**30,
+            )
+        _fill(cfg, model, partial, shapes, progress, key, videos)
+        info = {"format": FORMAT, "key": key, "shapes": shapes, "objects": slots_n, "size": [H, W]}
+        (partial / "manifest.json").write_text(json.dumps(info, indent=1))
+        (partial / "progress.json").unlink()
+        (partial / "build.lock").unlink()
+        if path.exists():
+            shutil.rmtree(path)
+        partial.rename(path)
+    except OSError as e:
+        shutil.rmtree(partial, ignore_errors=True)
+        why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
         raise RecvosError(
-            f"feature cache {path} needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free on that disk; "
-            "free space, lower data.feature_cache.clips/frames, or set data.feature_cache.dir to another disk"
-        )
-    tmp = path.parent / f".{path.name}.building-{os.getpid()}"
+            f"cannot write the feature cache {path}: {why} (it needs {need / 2**30:.1f} GiB); nothing was kept; "
+            "free space or set data.feature_cache.dir to another disk"
+        ) from None
+    finally:
+        lock.close()
+
+
+def _fill(
+    cfg: Config,
+    model: RecurrentVOS,
+    partial: Path,
+    shapes: dict,
+    progress: dict | None,
+    key: dict,
+    videos: Any,
+) -> None:
+    """Render the pool clips and store their features in ``partial``, from the saved progress point on."""
+    fc, d = cfg.data.feature_cache, cfg.data
+    N, T, slots_n = fc.clips, fc.frames, d.max_objects
+    H, W = d.size[0] + fc.margin, d.size[1] + fc.margin
+    mode = "r+" if progress else "w+"
+    arrays = {
+        lv: np.lib.format.open_memmap(partial / f"{lv}.npy", mode=mode, dtype=np.float16, shape=tuple(s))
+        for lv, s in shapes.items()
+    }
+    slots = np.lib.format.open_memmap(partial / "slots.npy", mode=mode, dtype=np.uint8, shape=(N, T, H, W))
+    if progress:
+        done, names = progress["done"], progress["names"]
+        annotated = np.asarray(progress["annotated"], dtype=bool).reshape(N, T)
+    else:
+        done, names, annotated = 0, [], np.zeros((N, T), dtype=bool)
+
+    def save_progress(n: int) -> None:
+        for a in [*arrays.values(), slots]:
+            a.flush()
+        state = {"format": FORMAT, "key": key, "shapes": shapes, "done": n, "names": names}
+        state["annotated"] = annotated.tolist()
+        tmp = partial / "progress.json.tmp"
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, partial / "progress.json")
+
     dataset = _pool_dataset(cfg, videos)
-    log.info(
-        "building feature cache %s: %d clips x %d frames at %dx%d (%.1f GiB)", path, N, T, H, W, need / 2**30
-    )
     backbone = model.backbone
     was_training = backbone.training
     backbone.eval()
     device = next(model.parameters()).device
     try:
-        tmp.mkdir()
-        arrays = {
-            lv: np.lib.format.open_memmap(tmp / f"{lv}.npy", mode="w+", dtype=np.float16, shape=tuple(s))
-            for lv, s in shapes.items()
-        }
-        slots = np.lib.format.open_memmap(tmp / "slots.npy", mode="w+", dtype=np.uint8, shape=(N, T, H, W))
-        annotated = np.zeros((N, T), dtype=bool)
-        names = []
-        for n in range(N):
+        for n in range(done, N):
             item = dataset[ClipKey(n, T, d.frames)]
             names.append(item["name"])
             masks = item["masks"]  # [T, slots, H, W] {0, 1}, disjoint
@@ -196,30 +295,18 @@ def _build(cfg: Config, model: RecurrentVOS, path: Path, key: dict, videos: Any)
                     feats = backbone(item["frames"][t0 : t0 + BUILD_BATCH].to(device))
                     for lv, f in zip(LEVELS, feats, strict=True):
                         arrays[lv][n, t0 : t0 + BUILD_BATCH] = f.half().cpu().numpy()
-            if (n + 1) % 50 == 0 or n + 1 == N:
+            if (n + 1) % PROGRESS_EVERY == 0 or n + 1 == N:
+                save_progress(n + 1)
                 log.info("feature cache: %d / %d clips", n + 1, N)
-        for a in [*arrays.values(), slots]:
-            a.flush()
-        del arrays, slots
-        np.save(tmp / "annotated.npy", annotated)
-        (tmp / "names.json").write_text(json.dumps(names))
-        info = {"format": FORMAT, "key": key, "shapes": shapes, "objects": slots_n, "size": [H, W]}
-        (tmp / "manifest.json").write_text(json.dumps(info, indent=1))
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-        raise RecvosError(
-            f"cannot write the feature cache {path}: {why} (it needs {need / 2**30:.1f} GiB); nothing was kept; "
-            "free space or set data.feature_cache.dir to another disk"
-        ) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        np.save(partial / "annotated.npy", annotated)
+        (partial / "names.json").write_text(json.dumps(names))
     finally:
         backbone.train(was_training)
+
+
+def key_name(partial: Path) -> str:
+    """The cache folder's name of a partial build folder ``.<name>.partial``."""
+    return partial.name.removeprefix(".").removesuffix(".partial")
 
 
 class CachedClipDataset(Dataset):
