@@ -6,7 +6,8 @@ the feature cache, forward unroll with teacher forcing, soft-IoU loss, backward,
 clips at the DAVIS training size 240x427, T=5, batch 2, one object per clip, on CPU. Rows:
 
 - the reference of issue 11 (1.3 clips/s): light RVOS-ST, backbone trained, no reference/memory, fp32;
-- today's one-shot default architecture (reference + memory 3, backbone frozen) from frames, fp32 and bf16;
+- the 128-wide decoder of the one-shot default before 2026-11-30 (reference + memory 3, backbone frozen) from
+  frames, fp32 and bf16;
 - the same from a feature cache (``data.feature_cache``: the frozen backbone's features of a pool of clips
   rendered once at 240+32 x 427+32, crops at multiples of 32), fp32 and bf16 (CPU autocast).
 
@@ -54,22 +55,40 @@ DEFAULT = {
     "mem_top_k": 20,
 }
 FROZEN = ["optim.freeze_backbone_steps=100000"]
-#: the decoder width of the thin one-shot model (configs/thin_oneshot_cached.yaml; the default's is 128)
+#: the decoder width of the one-shot default since 2026-11-30 (the rows labelled "128-wide" are the one before)
 THIN = 80
 #: (label, model options, extra overrides, measured steps after the warm-up step, uses the cache)
 CONFIGS = [
     ("reference: light RVOS-ST, backbone trained, fp32 (issue 11's 1.3 clips/s)", LIGHT, [], 6, False),
-    ("default architecture, backbone frozen, frames, fp32", DEFAULT, FROZEN, 6, False),
-    ("default architecture, backbone frozen, frames, bf16", DEFAULT, [*FROZEN, "train.amp=bf16"], 6, False),
-    ("default architecture, feature cache, fp32", DEFAULT, FROZEN, 8, True),
-    ("default architecture, feature cache, bf16", DEFAULT, [*FROZEN, "train.amp=bf16"], 8, True),
+    (
+        "128-wide decoder (the one-shot default before), backbone frozen, frames, fp32",
+        DEFAULT,
+        FROZEN,
+        6,
+        False,
+    ),
+    (
+        "128-wide decoder (the one-shot default before), backbone frozen, frames, bf16",
+        DEFAULT,
+        [*FROZEN, "train.amp=bf16"],
+        6,
+        False,
+    ),
+    ("128-wide decoder (the one-shot default before), feature cache, fp32", DEFAULT, FROZEN, 8, True),
+    (
+        "128-wide decoder (the one-shot default before), feature cache, bf16",
+        DEFAULT,
+        [*FROZEN, "train.amp=bf16"],
+        8,
+        True,
+    ),
 ]
 
 
 def thin_config(width: int) -> tuple:
     """The row of a decoder of ``width`` (hidden_size) instead of 128, feature cache, bf16."""
     label = (
-        f'thin decoder (hidden_size {width}; not shipped, see "A thinner decoder"), feature cache, bf16'
+        f'one-shot default (hidden_size {width} since 2026-11-30, "A thinner decoder"), feature cache, bf16'
         if width == THIN
         else f"decoder of hidden_size {width}, feature cache, bf16"
     )
@@ -264,7 +283,7 @@ def main() -> int:
         )
     whole = []
     for r, name in (
-        (rows[len(CONFIGS) - 1], "the default architecture"),
+        (rows[len(CONFIGS) - 1], "the 128-wide decoder"),
         *((row, f"hidden_size {w}") for row, w in zip(rows[len(CONFIGS) :], args.thin, strict=True)),
     ):
         total_s = build_run_s + args.run_clips / r["clips_per_s"]
@@ -281,11 +300,11 @@ def main() -> int:
         + "; for ".join(whole)
         + " (the pool is built once and can be reused by later runs with the same data config and backbone).",
         "",
-        "Where the time goes (torch profiler, cached bf16 step of the default architecture, 2026-11-30): the "
+        "Where the time goes (torch profiler, cached bf16 step of the 128-wide decoder, 2026-11-30): the "
         "ConvLSTM gate convolutions are about 60% of it, backward about 2.1x forward, at close to the CPU's "
         "bf16 peak; the four levels cost about the same. Their work grows with the square of the decoder's "
-        f"width, hence the thin decoder row (hidden_size {THIN} instead of 128: about 0.4x the gate work); it "
-        'is not shipped: it loses small objects on the held-out checks ("A thinner decoder").',
+        f"width, hence the thin decoder (hidden_size {THIN} instead of 128: about 0.4x the gate work), trained "
+        'through every stage of the recipe: the one-shot default since 2026-11-30 ("A thinner decoder").',
         "",
         f"Data pipeline alone (ClipDataset + augmentation, same size): {dp:.1f} clips/s.",
     ]
