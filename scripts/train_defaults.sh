@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 RECVOS=${RECVOS:-recvos}
 DATA="DAVIS-2016 train (25 videos; bmx-bumps, dance-jump, drift-turn, mallard-fly, stroller held out) + composite + synthetic clips"
 
+# The one-shot stages all run at hidden_size 80 (the presets' value since 2026-11-30; the shipped default was
+# trained by exactly these commands, in run folders runs/thin80_*: BENCHMARKS.md, "A thinner decoder").
 # one-shot, stage 1: RVOS-ST, 400 steps of a 600-step schedule (Mask-ST+ from step 250)
 $RECVOS train --config configs/default_oneshot.yaml --out runs/default_oneshot train.stop_at=400
 # one-shot, stage 2: add the first-frame reference, warm-started from stage 1's step 400

@@ -4,8 +4,10 @@ The decoder's cost is its ConvLSTM gate convolutions, whose work grows with the 
 (``hidden_size`` h sets every level: hidden ``(h, h/2, h/4, h/8)``, skip projections ``(h, h, h/2, h/4)``).
 Training a thinner decoder from scratch would repeat every stage of the default's recipe; narrowing keeps,
 at every level, the hidden units and skip channels whose outgoing weights are largest and slices every
-tensor that reads or writes them, so the thin model starts from what the wide one learnt and a short run of
-the usual recipe recovers the rest (BENCHMARKS.md, "A thinner decoder").
+tensor that reads or writes them, so the thin model starts from what the wide one learnt. Measured once
+(BENCHMARKS.md, "A thinner decoder"): the 128-wide stage-3 model narrowed to 80 and trained by the stage-4
+recipe held the large objects but lost the small ones, while the same width trained through every stage
+scored what the 128-wide recipe did and became the one-shot default; narrowing is a quick probe, not a recipe.
 
 What is kept, per level ``l``:
 
