@@ -244,6 +244,13 @@ def test_models_lists_the_shipped_weights(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "default_oneshot" in out and "default_zeroshot" in out and "--random-weights" in out
+    from recvos.models.loading import read_manifest
+
+    # the decoder width of each shipped VOS model is shown (the one-shot default changed width once)
+    for e in read_manifest():
+        if e["kind"] != "interactive":
+            row = next(line for line in out.splitlines() if line.startswith(e["name"] + " "))
+            assert f"width {e['architecture']['hidden_size']}" in row, row
 
 
 def test_config_typo_hint_names_the_real_key():

@@ -36,7 +36,8 @@ def shipped_rows() -> list[list[str]]:
             [
                 str(e.get("name", "?")),
                 str(e.get("kind", "?")),
-                f"{arch.get('model', '?')} / {arch.get('backbone', '?')}",
+                f"{arch.get('model', '?')} / {arch.get('backbone', '?')}"
+                + (f" / width {arch['hidden_size']}" if arch.get("hidden_size") else ""),
                 f"{jf:.3f}" if isinstance(jf, (int, float)) else "-",
                 str(MANIFEST.parent / str(e.get("file", "?"))),
             ]
