@@ -193,6 +193,26 @@ def test_full_disk_while_building_leaves_no_cache(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # no cache, no half-built folder
 
 
+def watch_pool(monkeypatch, rendered: list, stop_at: int | None = None) -> None:
+    """Builds from now on render their pool clips through a wrapper that records each clip id in ``rendered``
+    and raises KeyboardInterrupt (the session ends) when clip ``stop_at`` is asked for."""
+    import recvos.training.feature_cache as fcache
+
+    real_pool = _pool_dataset
+
+    class Watched:
+        def __init__(self, pool):
+            self.pool = pool
+
+        def __getitem__(self, key):
+            if key.clip_id == stop_at:
+                raise KeyboardInterrupt
+            rendered.append(key.clip_id)
+            return self.pool[key]
+
+    monkeypatch.setattr(fcache, "_pool_dataset", lambda c, v: Watched(real_pool(c, v)))
+
+
 def test_an_interrupted_build_resumes_where_it_stopped_and_gives_the_same_cache(tmp_path, monkeypatch):
     import recvos.training.feature_cache as fcache
 
@@ -200,26 +220,12 @@ def test_an_interrupted_build_resumes_where_it_stopped_and_gives_the_same_cache(
     cfg = cache_cfg(tmp_path)
     model = model_of(cfg)
     rendered = []
-    real_pool = fcache._pool_dataset
-
-    def counting_pool(c, videos, stop_at=None):
-        pool = real_pool(c, videos)
-
-        class Counting:
-            def __getitem__(self, key):
-                if key.clip_id == stop_at:
-                    raise KeyboardInterrupt  # the session ends while clip 2 is rendered
-                rendered.append(key.clip_id)
-                return pool[key]
-
-        return Counting()
-
-    monkeypatch.setattr(fcache, "_pool_dataset", lambda c, v: counting_pool(c, v, stop_at=2))
+    watch_pool(monkeypatch, rendered, stop_at=2)  # the session ends while clip 2 is rendered
     with pytest.raises(KeyboardInterrupt):
         prepare_feature_cache(cfg, model)
     assert not (tmp_path / "cache").exists() and (tmp_path / ".cache.partial" / "progress.json").is_file()
     assert rendered == [0, 1]
-    monkeypatch.setattr(fcache, "_pool_dataset", counting_pool)
+    watch_pool(monkeypatch, rendered)
     path = prepare_feature_cache(cfg, model)
     assert rendered == [0, 1, 2]  # only the clip that was not done
     assert [p.name for p in path.parent.iterdir()] == ["cache"]
@@ -239,28 +245,11 @@ def test_a_partial_build_for_another_key_starts_over(tmp_path, monkeypatch):
     monkeypatch.setattr(fcache, "PROGRESS_EVERY", 1)
     cfg = cache_cfg(tmp_path)
     model = model_of(cfg)
-    real_pool = fcache._pool_dataset
-    rendered = []
-
-    class Stop:
-        def __init__(self, pool):
-            self.pool = pool
-
-        def __getitem__(self, key):
-            if key.clip_id == 2:
-                raise KeyboardInterrupt
-            return self.pool[key]
-
-    monkeypatch.setattr(fcache, "_pool_dataset", lambda c, v: Stop(real_pool(c, v)))
+    watch_pool(monkeypatch, [], stop_at=2)
     with pytest.raises(KeyboardInterrupt):
         prepare_feature_cache(cfg, model)
-
-    class Count(Stop):
-        def __getitem__(self, key):
-            rendered.append(key.clip_id)
-            return self.pool[key]
-
-    monkeypatch.setattr(fcache, "_pool_dataset", lambda c, v: Count(real_pool(c, v)))
+    rendered = []
+    watch_pool(monkeypatch, rendered)
     other = cache_cfg(tmp_path, "data.size=[64, 64]")
     path = prepare_feature_cache(other, model)
     assert rendered == [0, 1, 2]

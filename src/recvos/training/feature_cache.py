@@ -138,8 +138,8 @@ def _remove_stale_builds(path: Path) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def _lock(partial: Path) -> Any:
-    """An exclusive lock on the partial build (a second process building the same cache is refused)."""
+def _lock(partial: Path, path: Path) -> Any:
+    """An exclusive lock on the partial build of the cache ``path`` (a second process building it is refused)."""
     handle = open(partial / "build.lock", "w")  # noqa: SIM115 - held for the build, closed by the caller
     try:
         import fcntl
@@ -150,8 +150,8 @@ def _lock(partial: Path) -> Any:
     except OSError:
         handle.close()
         raise RecvosError(
-            f"feature cache {partial.parent / key_name(partial)} is being "
-            "built by another process; wait for it, or set data.feature_cache.dir to another folder"
+            f"feature cache {path} is being built by another process; wait for it, or set "
+            "data.feature_cache.dir to another folder"
         ) from None
     return handle
 
@@ -196,7 +196,7 @@ def _build(cfg: Config, model: RecurrentVOS, path: Path, key: dict, videos: Any)
     _remove_stale_builds(path)
     partial = path.parent / f".{path.name}.partial"
     partial.mkdir(exist_ok=True)
-    lock = _lock(partial)
+    lock = _lock(partial, path)
     try:
         progress = _resume_point(partial, key, shapes)
         if progress is None:  # nothing saved, or saved for another key: start over
@@ -302,11 +302,6 @@ def _fill(
         (partial / "names.json").write_text(json.dumps(names))
     finally:
         backbone.train(was_training)
-
-
-def key_name(partial: Path) -> str:
-    """The cache folder's name of a partial build folder ``.<name>.partial``."""
-    return partial.name.removeprefix(".").removesuffix(".partial")
 
 
 class CachedClipDataset(Dataset):
