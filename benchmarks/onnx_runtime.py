@@ -160,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--limit", type=int, default=0, help="only the first N val sequences (smoke)")
     p.add_argument("--write", action="store_true", help="write the section of BENCHMARKS.md")
+    p.add_argument(
+        "--section",
+        default="onnx_runtime",
+        help="BENCHMARKS.md section to write (another name keeps another machine's figures beside these)",
+    )
     args = p.parse_args(argv)
     if not args.video.is_file() or not args.mask.is_file() or not args.davis.is_dir():
         print(f"missing {args.video}, {args.mask} or {args.davis}", file=sys.stderr)
@@ -250,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
             f"onnxruntime {__import__('onnxruntime').__version__}, Python {platform.python_version()}"
         )
         body = (
-            f"## ONNX Runtime vs PyTorch ({date.today().isoformat()})\n\n"
+            f"## ONNX Runtime vs PyTorch ({date.today().isoformat()}"
+            + ("" if args.section == "onnx_runtime" else f", {cpu_name()}")
+            + ")\n\n"
             f"Command: `{cmd}` — machine: {machine}; load average {load_before:.1f} before the run "
             f"({'the CPU was shared' if load_before > 1.5 else 'a quiet CPU'}), "
             f"{time.perf_counter() - t_all:.0f} s in all.\n\n"
@@ -265,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             "480p masks, official protocol (recvos.evaluation). IoU: foreground of each frame against "
             f"ONNX Runtime fp32.\n\n{table}\n\n{verdict}\n"
         )
-        write_section("onnx_runtime", body)
+        write_section(args.section, body)
     return 0
 
 

@@ -38,7 +38,7 @@ from _common import cpu_name, write_section  # noqa: E402  (benchmarks/ is on sy
 
 from recvos.training.config import load_config
 from recvos.training.data import train_dataset
-from recvos.training.trainer import Trainer
+from recvos.training.trainer import Trainer, resolve_amp
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- train_throughput:start -->", "<!-- train_throughput:end -->"
@@ -85,14 +85,19 @@ CONFIGS = [
 ]
 
 
-def thin_config(width: int) -> tuple:
-    """The row of a decoder of ``width`` (hidden_size) instead of 128, feature cache, bf16."""
+def thin_config(width: int, amp: str = "bf16") -> tuple:
+    """The row of a decoder of ``width`` (hidden_size) instead of 128, feature cache, autocast ``amp`` ("auto":
+    bf16 where this CPU has it natively, else fp32; ``recvos.training.trainer.resolve_amp``)."""
+    precision = {"none": "fp32"}.get(amp, amp)
+    if amp == "auto":
+        resolved = resolve_amp("auto", torch.device("cpu"))
+        precision = f"auto (here: {'fp32' if resolved == 'none' else resolved})"
     label = (
-        f'one-shot default (hidden_size {width} since 2026-11-30, "A thinner decoder"), feature cache, bf16'
+        f'one-shot default (hidden_size {width} since 2026-11-30, "A thinner decoder"), feature cache, {precision}'
         if width == THIN
-        else f"decoder of hidden_size {width}, feature cache, bf16"
+        else f"decoder of hidden_size {width}, feature cache, {precision}"
     )
-    return (label, {**DEFAULT, "hidden_size": width}, [*FROZEN, "train.amp=bf16"], 8, True)
+    return (label, {**DEFAULT, "hidden_size": width}, [*FROZEN, f"train.amp={amp}"], 8, True)
 
 
 #: the pool clips and frames of the cache in this benchmark (enough for the measured steps)
@@ -196,9 +201,21 @@ def data_pipeline(args) -> float:
         return n / (time.perf_counter() - t0)
 
 
-def write_report(text: str, batch: int = 2) -> None:
+def command_options(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The options of this run that differ from the defaults, for the command line in the report."""
+    out = []
+    if args.thin != [THIN]:
+        out.append(("--thin", " ".join(map(str, args.thin))))
+    if args.thin_amp != ["bf16"]:
+        out.append(("--thin-amp", " ".join(args.thin_amp)))
+    if args.section != "train_throughput":
+        out.append(("--section", args.section))
+    return out
+
+
+def write_report(text: str, batch: int = 2, section: str = "train_throughput") -> None:
     """The section of the default batch (2, the reference's), or one per other batch size."""
-    write_section("train_throughput" if batch == 2 else f"train_throughput_batch{batch}", text)
+    write_section(section if batch == 2 else f"{section}_batch{batch}", text)
 
 
 def main() -> int:
@@ -225,13 +242,25 @@ def main() -> int:
         help=f"a row per narrower decoder width (hidden_size; default: {THIN})",
     )
     p.add_argument("--steps", type=int, default=None, help="measured steps per row (default: each row's)")
+    p.add_argument(
+        "--thin-amp",
+        nargs="+",
+        default=["bf16"],
+        choices=("none", "bf16", "auto"),
+        help="train.amp of the --thin rows (one row per width and value; none: fp32)",
+    )
+    p.add_argument(
+        "--section",
+        default="train_throughput",
+        help="BENCHMARKS.md section to write (another name keeps another machine's figures beside these)",
+    )
     p.add_argument("--no-write", action="store_true")
     p.add_argument(
         "--note", default="", help="a sentence added to the report (e.g. how the CPU was kept quiet)"
     )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    thin = [thin_config(w) for w in args.thin]
+    thin = [thin_config(w, a) for w in args.thin for a in args.thin_amp]
     configs = [CONFIGS[0], CONFIGS[-1], *thin] if args.quick else [*CONFIGS, *thin]
     load_before = os.getloadavg()[0]
     rows = []
@@ -260,10 +289,12 @@ def main() -> int:
     shared = load_before > 0.5 or load_after > 2.5
     lines = [
         "## Training throughput (`benchmarks/train_throughput.py`)"
-        + ("" if args.batch == 2 else f", batch {args.batch}"),
+        + ("" if args.batch == 2 else f", batch {args.batch}")
+        + ("" if args.section == "train_throughput" else f", {dev}"),
         "",
         "Command: `.venv/bin/python benchmarks/train_throughput.py"
         + ("" if args.batch == 2 else f" --batch {args.batch}")
+        + "".join(f" {k} {v}" for k, v in command_options(args))
         + f"` ({date.today().isoformat()}). Machine: {dev}, "
         f"torch {torch.__version__}, {args.threads} threads, device {args.device}. The real training loop on "
         f"synthetic clips, {h}x{w}, T={args.frames}, batch {args.batch}, {args.objects} object(s) per clip, "
@@ -283,8 +314,13 @@ def main() -> int:
         )
     whole = []
     for r, name in (
-        (rows[len(CONFIGS) - 1], "the 128-wide decoder"),
-        *((row, f"hidden_size {w}") for row, w in zip(rows[len(CONFIGS) :], args.thin, strict=True)),
+        (rows[len(CONFIGS) - 1], "the 128-wide decoder (bf16)"),
+        *(
+            (row, f"hidden_size {w} ({'fp32' if a == 'none' else a})")
+            for row, (w, a) in zip(
+                rows[len(CONFIGS) :], [(w, a) for w in args.thin for a in args.thin_amp], strict=True
+            )
+        ),
     ):
         total_s = build_run_s + args.run_clips / r["clips_per_s"]
         whole.append(
@@ -296,11 +332,12 @@ def main() -> int:
         "",
         f"Building the cache: {build:.3f} s per pool frame (272x459, backbone forward + rendering + writing fp16). "
         f"A whole run of {args.run_clips} clips from a pool of {args.pool_clips} ten-frame clips (about the "
-        f"one-shot recipe) costs {build_run_s / 60:.1f} min to build the pool, then, in bf16 from the cache, for "
+        f"one-shot recipe) costs {build_run_s / 60:.1f} min to build the pool, then, from the cache, for "
         + "; for ".join(whole)
         + " (the pool is built once and can be reused by later runs with the same data config and backbone).",
         "",
-        "Where the time goes (torch profiler, cached bf16 step of the 128-wide decoder, 2026-11-30): the "
+        "Where the time goes (torch profiler, cached bf16 step of the 128-wide decoder, on an AMD EPYC with "
+        "native bf16, 2026-11-30): the "
         "ConvLSTM gate convolutions are about 60% of it, backward about 2.1x forward, at close to the CPU's "
         "bf16 peak; the four levels cost about the same. Their work grows with the square of the decoder's "
         f"width, hence the thin decoder (hidden_size {THIN} instead of 128: about 0.4x the gate work), trained "
@@ -308,7 +345,7 @@ def main() -> int:
         "",
         f"Data pipeline alone (ClipDataset + augmentation, same size): {dp:.1f} clips/s.",
     ]
-    write_report("\n".join(lines), args.batch)
+    write_report("\n".join(lines), args.batch, args.section)
     print("wrote BENCHMARKS.md section", file=sys.stderr)
     return 0
 

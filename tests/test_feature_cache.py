@@ -157,6 +157,39 @@ def test_training_from_the_cache_runs_resumes_and_uses_bf16_on_cpu(tmp_path, mon
     assert seen and all(s == (True, True, True) for s in seen)  # features in place of frames, bf16 autocast
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_auto_trains_in_bf16_only_where_the_cpu_has_it(tmp_path, monkeypatch, native):
+    """train.amp=auto: bf16 autocast on a CPU with native bf16, fp32 where bf16 would be emulated (slower)."""
+    import recvos.training.trainer as trainer
+
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: native)
+    seen = []
+    forward = ClipModel.forward
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(ClipModel, "forward", spy)
+    done = Trainer(cache_cfg(tmp_path, "train.amp=auto", "train.steps=2")).fit()
+    assert done.step == 2 and seen and set(seen) == {native}
+
+
+def test_resolve_amp_names_the_autocast_of_each_device(monkeypatch):
+    import recvos.training.trainer as trainer
+
+    cpu = torch.device("cpu")
+    for native, want in ((True, "bf16"), (False, "none")):
+        monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda n=native: n)
+        assert trainer.resolve_amp("auto", cpu) == want
+        assert trainer.resolve_amp("bf16", cpu) == "bf16"  # asked for: kept, even where emulated
+        assert trainer.resolve_amp("fp16", cpu) == "none"  # CPU autocast runs bf16 only
+        assert trainer.resolve_amp("none", cpu) == "none"
+    for supported, want in ((True, "bf16"), (False, "fp16")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda s=supported: s)
+        assert trainer.resolve_amp("auto", torch.device("cuda", 0)) == want
+
+
 def test_a_cache_built_for_another_size_or_backbone_is_refused_or_rebuilt(tmp_path):
     cfg = cache_cfg(tmp_path)
     model = model_of(cfg)

@@ -475,6 +475,20 @@ def test_auto_precision_follows_the_cpu(monkeypatch):
         Segmenter(model, precision="fp16")
 
 
+def test_bf16_counts_as_native_only_where_the_cpu_has_it():
+    """oneDNN 'supports' bf16 on any AVX-512 x86 CPU by emulating it (slower than fp32): native needs
+    AVX512-BF16 or AMX there; on Arm, oneDNN's own check is the BF16 extension."""
+    from recvos.devices import cpu_has_native_bf16, native_bf16
+
+    assert not native_bf16("x86_64", onednn_bf16=True, avx512_bf16=False, amx=False)  # e.g. Ice Lake Xeon
+    assert native_bf16("x86_64", onednn_bf16=True, avx512_bf16=True, amx=False)  # e.g. Zen 4, Cooper Lake
+    assert native_bf16("AMD64", onednn_bf16=True, avx512_bf16=False, amx=True)  # Sapphire Rapids
+    assert not native_bf16("x86_64", onednn_bf16=False, avx512_bf16=True, amx=True)  # no oneDNN bf16 at all
+    assert native_bf16("aarch64", onednn_bf16=True, avx512_bf16=False, amx=False)
+    assert not native_bf16("aarch64", onednn_bf16=False, avx512_bf16=False, amx=False)
+    assert isinstance(cpu_has_native_bf16(), bool)  # and it answers on this machine
+
+
 # ----------------------------------------------------------------------------------------- memory size
 def test_memory_option_sets_the_frames_the_propagating_copy_remembers(clip):
     """memory=K: the propagating copy keeps K frames per object (the state's size; the weights are the same),

@@ -2,11 +2,43 @@
 
 from __future__ import annotations
 
+import platform
+
 import torch
 
 from recvos.errors import RecvosError
 
-__all__ = ["resolve_device"]
+__all__ = ["cpu_has_native_bf16", "native_bf16", "resolve_device"]
+
+#: what ``platform.machine()`` says on an x86 CPU
+X86 = ("x86_64", "amd64", "i386", "i686", "x86")
+
+
+def native_bf16(machine: str, onednn_bf16: bool, avx512_bf16: bool, amx: bool) -> bool:
+    """Whether a CPU computes bf16 convolutions natively, from what torch reports about it.
+
+    oneDNN says it "supports" bf16 (``onednn_bf16``) on every x86 CPU with AVX-512 (BW, VL, DQ), but without
+    the AVX512-BF16 instructions or AMX it converts to fp32 and back around every operation: on an Intel Ice
+    Lake Xeon the one-shot default ran 1.8x slower in bf16 than in fp32 (BENCHMARKS.md, "bf16 only where the
+    CPU has it"). On Arm oneDNN reports bf16 only with the BF16 extension, so its answer is the answer."""
+    if not onednn_bf16:
+        return False
+    if machine.lower() in X86:
+        return avx512_bf16 or amx
+    return True
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU runs bf16 natively (:func:`native_bf16` with what torch reports here); where
+    bf16 would be emulated, the "auto" precisions choose fp32."""
+    try:
+        onednn = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+    cpu = torch.cpu
+    flags = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    avx512_bf16, amx = (bool(f()) if callable(f) else False for f in flags)
+    return native_bf16(platform.machine(), onednn, avx512_bf16, amx)
 
 
 def resolve_device(name: str | torch.device = "auto", local_rank: int = 0) -> torch.device:

@@ -64,8 +64,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         "--precision",
         choices=("auto", "fp32", "bf16"),
         default="auto",
-        help="number format of the PyTorch runtime; auto: bf16 on CPUs with native bf16 (about 25%% faster, "
-        "same masks to an IoU of 0.99; BENCHMARKS.md), else fp32 (default: auto)",
+        help="number format of the PyTorch runtime; auto: bf16 on CPUs with native bf16, i.e. AVX512-BF16 or AMX "
+        "(about 25%% faster there, same masks to an IoU of 0.99), else fp32 (bf16 is emulated and slower there; "
+        "BENCHMARKS.md) (default: auto)",
     )
     p.add_argument(
         "--memory",

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from recvos.data.frames import FrameSource, open_frames
 from recvos.data.masks import onehot_to_ids
-from recvos.devices import resolve_device
+from recvos.devices import cpu_has_native_bf16, resolve_device
 from recvos.errors import RecvosError
 from recvos.inference.flip import unroll_flipped
 from recvos.inference.inputs import (
@@ -70,7 +70,7 @@ SMALL_OBJECT_AREA = 0.005
 #: the shorter side videos with a small object are processed at (``Segmenter(small_object_size=...)``)
 SMALL_OBJECT_SIZE = 360
 #: the number format the PyTorch runtime propagates in: "auto" is bf16 on a CPU with native bf16
-#: (oneDNN's AVX512-BF16 / AMX kernels) and fp32 elsewhere; BENCHMARKS.md, "ONNX Runtime vs PyTorch"
+#: (AVX512-BF16 or AMX on x86, :func:`recvos.devices.cpu_has_native_bf16`) and fp32 elsewhere; BENCHMARKS.md, "ONNX Runtime vs PyTorch"
 PRECISIONS = ("auto", "fp32", "bf16")
 #: zero-shot with a tracker: the frame (0-based: frames 0..HANDOFF-1 are the zero-shot model's) on which the
 #: objects the zero-shot model has discovered are handed to the one-shot tracker. Chosen on the 5 held-out
@@ -80,14 +80,6 @@ PRECISIONS = ("auto", "fp32", "bf16")
 HANDOFF = 6
 #: the logits of a zero-shot slot the tracker does not follow (sigmoid: 0)
 EMPTY_LOGIT = -30.0
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN runs bf16 convolutions natively on this CPU (else they are emulated, and slower)."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def inference_dtype(precision: str, device: torch.device) -> torch.dtype:

@@ -171,7 +171,8 @@ class TrainConfig:
     #: clips per optimizer step per process = batch_size * accumulate
     batch_size: int = 4
     accumulate: int = 1
-    #: "none", "bf16" or "fp16" (autocast; on CPU only bf16 is used, fp16 is ignored there)
+    #: "none", "bf16", "fp16" (autocast; on CPU only bf16 is used, fp16 is ignored there) or "auto" (bf16 where
+    #: the CPU or GPU has it natively, fp16 on other GPUs, none on other CPUs: ``recvos.training.trainer.resolve_amp``)
     amp: str = "none"
     device: str = "auto"
     seed: int = 0
@@ -220,7 +221,7 @@ class Config:
 
 
 _CHOICES = {
-    "train.amp": ("none", "bf16", "fp16"),
+    "train.amp": ("none", "bf16", "fp16", "auto"),
     "optim.schedule": ("cosine", "constant"),
     "data.frames": ("all", "annotated"),
 }

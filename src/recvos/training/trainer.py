@@ -36,6 +36,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import Dataset
 
 from recvos.data.clips import ClipSampler, seed_worker
+from recvos.devices import cpu_has_native_bf16
 from recvos.distributed import (
     all_gather_objects,
     any_true,
@@ -74,6 +75,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """``train.amp`` -> the autocast this run uses: "none", "bf16" or "fp16". "auto": bf16 on a CPU that has it
+    natively (where it is emulated, bf16 trains about 1.6x slower than fp32: BENCHMARKS.md, "bf16 only where
+    the CPU has it") and on a GPU that supports it, fp16 on other GPUs, else none. On a CPU, fp16 means none."""
+    if amp == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "none"
+    if device.type == "cpu" and amp == "fp16":
+        return "none"
+    return amp
 
 
 class Trainer:
@@ -254,9 +268,12 @@ class Trainer:
         self.optimizer, self.scheduler = build_optimizer(self.model, oc, tc.steps)
         dev_type = self.dist.device.type
         # CPU autocast runs bf16 only (CPUs with AVX512-BF16/AMX are faster in it); fp16 is CUDA-only
-        use_amp = tc.amp != "none" and (dev_type == "cuda" or (dev_type == "cpu" and tc.amp == "bf16"))
+        self.amp = resolve_amp(tc.amp, self.dist.device)
+        use_amp = self.amp != "none" and dev_type in ("cuda", "cpu")
+        if tc.amp == "auto" and self.dist.is_main:
+            log.info("train.amp auto: %s on this %s", "fp32" if self.amp == "none" else self.amp, dev_type)
         self.scaler = torch.amp.GradScaler(
-            "cuda", enabled=use_amp and dev_type == "cuda" and tc.amp == "fp16"
+            "cuda", enabled=use_amp and dev_type == "cuda" and self.amp == "fp16"
         )
         if tc.ema is not None:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True)
@@ -277,7 +294,9 @@ class Trainer:
             objectness=cfg.loss.objectness,
         )
         amp = (
-            torch.autocast(device_type=dev_type, dtype=torch.bfloat16 if tc.amp == "bf16" else torch.float16)
+            torch.autocast(
+                device_type=dev_type, dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16
+            )
             if use_amp
             else contextlib.nullcontext()
         )
