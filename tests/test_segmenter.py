@@ -462,13 +462,17 @@ def test_bf16_propagates_a_bf16_copy_with_fp32_outputs(clip, opts):
     assert 0 < diff.max() < 0.05  # bf16 really ran, and stayed close
 
 
-def test_auto_precision_follows_the_cpu(monkeypatch):
+def test_auto_precision_follows_the_cpu(monkeypatch, caplog):
     import recvos.inference.segmenter as segmenter
 
     model = build_model("rvos-st", hidden_size=16)
     for native, dtype in ((True, torch.bfloat16), (False, torch.float32)):
         monkeypatch.setattr(segmenter, "cpu_has_native_bf16", lambda n=native: n)
-        assert Segmenter(model).dtype == dtype
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="recvos.inference.segmenter"):
+            assert Segmenter(model).dtype == dtype
+        said = "bf16 (this CPU has native bf16)" if native else "fp32 (no native bf16 on this CPU"
+        assert f"precision auto: {said}" in caplog.text  # the user sees what auto picked, and why
         assert Segmenter(model, precision="fp32").dtype == torch.float32
         assert Segmenter(model, precision="bf16").dtype == torch.bfloat16
     with pytest.raises(RecvosError, match="precision 'fp16': choose one of auto, fp32, bf16"):

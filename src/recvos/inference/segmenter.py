@@ -295,6 +295,14 @@ class Segmenter:
                 "or already optimised): use precision fp32 or auto"
             )
         self.dtype = torch.float32 if model.inference_only else inference_dtype(precision, self.device)
+        if precision == "auto" and self.device.type == "cpu" and not model.inference_only:
+            log.info(
+                "precision auto: %s (%s)",
+                "bf16" if self.dtype == torch.bfloat16 else "fp32",
+                "this CPU has native bf16"
+                if self.dtype == torch.bfloat16
+                else "no native bf16 on this CPU (AVX512-BF16 or AMX); --precision bf16 would be emulated, slower",
+            )
         self.flip = bool(flip)
         self._fast: RecurrentVOS | None = None  # the optimised copy, rebuilt when the weights change
         self.model = model.to(self.device).eval()
