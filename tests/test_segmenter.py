@@ -471,7 +471,7 @@ def test_auto_precision_follows_the_cpu(monkeypatch, caplog):
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="recvos.inference.segmenter"):
             assert Segmenter(model).dtype == dtype
-        said = "bf16 (this CPU has native bf16)" if native else "fp32 (no native bf16 on this CPU"
+        said = "bf16 (this CPU has native bf16)" if native else "fp32 (this CPU has no native bf16"
         assert f"precision auto: {said}" in caplog.text  # the user sees what auto picked, and why
         assert Segmenter(model, precision="fp32").dtype == torch.float32
         assert Segmenter(model, precision="bf16").dtype == torch.bfloat16

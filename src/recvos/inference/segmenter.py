@@ -301,7 +301,7 @@ class Segmenter:
                 "bf16" if self.dtype == torch.bfloat16 else "fp32",
                 "this CPU has native bf16"
                 if self.dtype == torch.bfloat16
-                else "no native bf16 on this CPU (AVX512-BF16 or AMX); --precision bf16 would be emulated, slower",
+                else "this CPU has no native bf16, i.e. AVX512-BF16 or AMX: --precision bf16 would be emulated and slower",
             )
         self.flip = bool(flip)
         self._fast: RecurrentVOS | None = None  # the optimised copy, rebuilt when the weights change
