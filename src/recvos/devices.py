@@ -19,8 +19,8 @@ def native_bf16(machine: str, onednn_bf16: bool, avx512_bf16: bool, amx: bool) -
 
     oneDNN says it "supports" bf16 (``onednn_bf16``) on every x86 CPU with AVX-512 (BW, VL, DQ), but without
     the AVX512-BF16 instructions or AMX it converts to fp32 and back around every operation: on an Intel Ice
-    Lake Xeon the one-shot default ran 1.8x slower in bf16 than in fp32 (BENCHMARKS.md, "bf16 only where the
-    CPU has it"). On Arm oneDNN reports bf16 only with the BF16 extension, so its answer is the answer."""
+    Lake Xeon the one-shot default's loop ran 1.7x slower in bf16 than in fp32, 1.5x end to end (BENCHMARKS.md,
+    "bf16 only where the CPU has it"). On Arm oneDNN reports bf16 only with the BF16 extension, so its answer is the answer."""
     if not onednn_bf16:
         return False
     if machine.lower() in X86:
