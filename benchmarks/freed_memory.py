@@ -4,14 +4,15 @@ With glibc's defaults (dynamic mmap and trim thresholds), the tens of MB of feat
 to the system and are faulted back in, page by page, on the next frame. ``GLIBC_TUNABLES`` can keep them:
 blocks up to 32 MB from the heap (``glibc.malloc.mmap_threshold``) and up to 1 GB of free heap kept
 (``glibc.malloc.trim_threshold``). The setting is read when a process starts, so each measurement is a fresh
-child process, with glibc's defaults or with the tunables, the two alternating for ``--rounds`` rounds so that a change of the machine's load hits both alike. A child runs the
-Segmenter with the shipped one-shot default end to end (resizing, model, upsampling, id maps) over the first
-``--frames`` frames of the bear video decoded at its 854x480, the objects of ``onnx_runtime.py`` given on frame
-0 (the bear's mask; with 3 objects two boxes too): a warm-up pass, then the best of two timed passes. It
-reports ms/frame (wall clock), the CPU time per frame of its threads together (user and system, from
-``getrusage``: steadier than the wall clock on a shared machine, and page faults show in the system time),
-minor page faults per frame and its peak resident memory. The table gives,
-per setting, the median over rounds of each child's figures.
+child process, with glibc's defaults or with the tunables, the two alternating for ``--rounds`` rounds so that
+a change of the machine's load hits both alike. A child runs the Segmenter with the shipped one-shot default
+end to end (resizing, model, upsampling, id maps) over the first ``--frames`` frames of the bear video decoded
+at its 854x480, objects given on frame 0: the bear's mask; with 3 objects also two boxes drawn at the video's
+size, at about the places of ``onnx_runtime.py``'s (later ids on top): a warm-up pass, then the best of two
+timed passes. It reports ms/frame (wall clock), the CPU time per frame of its threads together (user and
+system, from ``getrusage``: steadier than the wall clock on a shared machine, and page faults show in the
+system time), minor page faults per frame and its peak resident memory. The table gives, per setting, the
+median over rounds of each child's figures.
 
 Usage::
 

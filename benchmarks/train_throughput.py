@@ -260,7 +260,8 @@ def main() -> int:
     )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    thin = [thin_config(w, a) for w in args.thin for a in args.thin_amp]
+    thin_rows = [(w, a) for w in args.thin for a in args.thin_amp]  # one row per width and autocast
+    thin = [thin_config(w, a) for w, a in thin_rows]
     configs = [CONFIGS[0], CONFIGS[-1], *thin] if args.quick else [*CONFIGS, *thin]
     load_before = os.getloadavg()[0]
     rows = []
@@ -317,9 +318,7 @@ def main() -> int:
         (rows[len(CONFIGS) - 1], "the 128-wide decoder (bf16)"),
         *(
             (row, f"hidden_size {w} ({'fp32' if a == 'none' else a})")
-            for row, (w, a) in zip(
-                rows[len(CONFIGS) :], [(w, a) for w in args.thin for a in args.thin_amp], strict=True
-            )
+            for row, (w, a) in zip(rows[len(CONFIGS) :], thin_rows, strict=True)
         ),
     ):
         total_s = build_run_s + args.run_clips / r["clips_per_s"]
