@@ -7,9 +7,9 @@ blocks up to 32 MB from the heap (``glibc.malloc.mmap_threshold``) and up to 1 G
 child process, with glibc's defaults or with the tunables, the two alternating for ``--rounds`` rounds so that
 a change of the machine's load hits both alike. A child runs the Segmenter with the shipped one-shot default
 end to end (resizing, model, upsampling, id maps) over the first ``--frames`` frames of the bear video decoded
-at its 854x480, objects given on frame 0: the bear's mask; with 3 objects also two boxes drawn at the video's
-size, at about the places of ``onnx_runtime.py``'s (later ids on top): a warm-up pass, then the best of two
-timed passes. It reports ms/frame (wall clock), the CPU time per frame of its threads together (user and
+at its 854x480, objects given on frame 0 as in ``onnx_runtime.py``'s end-to-end rows (its ``bear_firsts``
+and ``first_ids``): the bear's mask; with 3 objects also two boxes (later ids on top). A warm-up pass, then
+the best of two timed passes. It reports ms/frame (wall clock), the CPU time per frame of its threads together (user and
 system, from ``getrusage``: steadier than the wall clock on a shared machine, and page faults show in the
 system time), minor page faults per frame and its peak resident memory. The table gives, per setting, the
 median over rounds of each child's figures.
@@ -42,10 +42,9 @@ SETTINGS = {"glibc's defaults (recvos as it is)": "", f"GLIBC_TUNABLES={TUNABLES
 
 def child(frames: int, threads: int) -> dict:
     import torch
+    from onnx_runtime import bear_firsts, first_ids
 
     from recvos.data.frames import open_frames
-    from recvos.data.masks import read_mask
-    from recvos.inference.inputs import resize_binary
     from recvos.inference.segmenter import Segmenter
     from recvos.models.loading import resolve_model
 
@@ -53,15 +52,10 @@ def child(frames: int, threads: int) -> dict:
     seg = Segmenter(resolve_model(None))
     with open_frames(SHARED / "videos" / "cotracker_bear.mp4") as src:
         raw = [f for _, f in zip(range(frames), src, strict=False)]
-    h, w = raw[0].shape[:2]
-    bear = resize_binary(
-        read_mask(SHARED / "davis2016" / "Annotations" / "480p" / "bear" / "00000.png") > 0, (h, w)
-    )
-    ids3 = bear.astype("int32")
-    ids3[h // 12 : h * 5 // 12, w // 20 : w * 7 // 20] = 2
-    ids3[h // 2 : h * 11 // 12, w * 3 // 5 : w * 19 // 20] = 3
+    mask = SHARED / "davis2016" / "Annotations" / "480p" / "bear" / "00000.png"
+    id_maps = {n: first_ids(first[0], raw[0].shape[:2]) for n, first in bear_firsts(mask).items()}
     out = {"precision": str(seg.dtype).removeprefix("torch.")}
-    for n, ids in ((1, bear.astype("int32")), (3, ids3)):
+    for n, ids in id_maps.items():
         best, faults, cpu = float("inf"), [], []
         for rnd in range(3):
             state = seg.init_state(raw)

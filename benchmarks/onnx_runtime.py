@@ -67,6 +67,19 @@ def ms_per_frame(
     return best
 
 
+def bear_firsts(mask: Path) -> dict[int, torch.Tensor]:
+    """The objects of frame 0 at the processing size (240x427), by object count: 1, the bear's mask (``mask``,
+    resized); 3, the bear and two boxes (rows 20-100 x columns 20-150, rows 120-220 x columns 250-400)."""
+    from recvos.data.masks import read_mask
+    from recvos.inference.inputs import resize_binary
+
+    bear = torch.from_numpy(resize_binary(read_mask(mask) > 0, SIZE)).float()
+    boxes = torch.zeros(2, *SIZE)
+    boxes[0, 20:100, 20:150] = 1
+    boxes[1, 120:220, 250:400] = 1
+    return {1: bear[None, None], 3: torch.cat([bear[None], boxes])[None]}
+
+
 def first_ids(masks: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """Masks [O, h, w] at the processing size -> an id map (1..O, later objects on top) at ``size``."""
     import cv2
@@ -142,9 +155,8 @@ def iou_per_frame(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> np.ndar
 def main(argv: list[str] | None = None) -> int:
     from recvos.data.datasets import open_dataset
     from recvos.data.frames import open_frames
-    from recvos.data.masks import read_mask
     from recvos.evaluation.protocols import evaluate_arrays
-    from recvos.inference.inputs import frame_to_tensor, resize_binary
+    from recvos.inference.inputs import frame_to_tensor
     from recvos.inference.onnx import OnnxModel, export_onnx
     from recvos.inference.segmenter import Segmenter, inference_dtype
     from recvos.models.loading import resolve_model
@@ -197,11 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         with open_frames(args.video) as src:
             raw = [f for _, f in zip(range(args.frames), src, strict=False)]
         frames = [frame_to_tensor(f, SIZE, torch.device("cpu")) for f in raw]
-        bear = torch.from_numpy(resize_binary(read_mask(args.mask) > 0, SIZE)).float()
-        boxes = torch.zeros(2, *SIZE)
-        boxes[0, 20:100, 20:150] = 1
-        boxes[1, 120:220, 250:400] = 1
-        firsts = {1: bear[None, None], 3: torch.cat([bear[None], boxes])[None]}
+        firsts = bear_firsts(args.mask)
         models = {name: (seg._runner(), seg.dtype) for name, seg in runners.items()}
         by_count = {n: ms_per_frame(models, frames, first) for n, first in firsts.items()}
         speed = {name: {n: by_count[n][name] for n in firsts} for name in runners}
