@@ -1,0 +1,104 @@
+"""End-to-end speed of the one-shot default's architecture with a larger backbone (EfficientNet-Lite0/1/2).
+
+An input to the Lite2 decision (BENCHMARKS.md, "A larger backbone"): a larger backbone can only replace the
+default if it still meets the speed targets. Each row is the shipped one-shot default's configuration (its
+options from the shipped weights) with another backbone, built with random weights (speed does not depend on
+them); the shipped model itself is a reference row (trained weights, Lite0), to show that random weights time
+the same. Each runs through the Segmenter end to end (resizing, model, upsampling, id maps) over the first
+``--frames`` frames of the bear video at its 854x480, objects given on frame 0 as in ``onnx_runtime.py``'s
+end-to-end rows (``bear_firsts`` and ``first_ids``): 1 object (the bear) and 3 (the bear and two boxes). After a
+warm-up pass of each, ``--rounds`` rounds take the models in turn (so a change of the machine's load hits them
+alike); a row gives each model's best pass, and its ratio to the random-weight Lite0 row of the same run.
+
+Usage::
+
+    .venv/bin/python benchmarks/backbone_speed.py --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does, before torch starts OpenMP
+
+import torch  # noqa: E402
+from _common import report  # noqa: E402  (benchmarks/ is on sys.path)
+from onnx_runtime import bear_firsts, first_ids  # noqa: E402
+
+from recvos.data.frames import open_frames  # noqa: E402
+from recvos.inference.segmenter import Segmenter  # noqa: E402
+from recvos.models.factory import build_model  # noqa: E402
+from recvos.models.loading import resolve_model  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+BACKBONES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+
+
+def num_params(model: torch.nn.Module, prefix: str = "") -> float:
+    """Millions of parameters (of the submodules whose name starts with ``prefix``)."""
+    return sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefix)) / 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--frames", type=int, default=40)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--write", action="store_true", help="write the section of BENCHMARKS.md")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    shipped = resolve_model(None)
+    options = dict(shipped.config)
+    models = {"shipped one-shot default (trained weights, Lite0)": shipped}
+    for backbone in BACKBONES:
+        torch.manual_seed(0)
+        models[f"{backbone}, random weights"] = build_model(
+            "rvos-st", **{**options, "variant": "ST", "backbone": backbone}
+        ).eval()
+    runners = {name: Segmenter(m) for name, m in models.items()}
+    precision = str(next(iter(runners.values())).dtype).removeprefix("torch.")
+
+    with open_frames(SHARED / "videos" / "cotracker_bear.mp4") as src:
+        raw = [f for _, f in zip(range(args.frames), src, strict=False)]
+    mask = SHARED / "davis2016" / "Annotations" / "480p" / "bear" / "00000.png"
+    id_maps = {n: first_ids(first[0], raw[0].shape[:2]) for n, first in bear_firsts(mask).items()}
+
+    best = {(name, n): float("inf") for name in runners for n in id_maps}
+    for rnd in range(args.rounds + 1):
+        for n, ids in id_maps.items():
+            for name, seg in runners.items():
+                state = seg.init_state(raw if rnd else raw[:5])
+                seg.add_mask(state, 0, ids)
+                t0 = time.perf_counter()
+                count = sum(1 for _ in seg.propagate(state))
+                if rnd:
+                    best[name, n] = min(best[name, n], 1000 * (time.perf_counter() - t0) / count)
+        print(rnd, {k: round(v, 1) for k, v in best.items()}, file=sys.stderr, flush=True)
+
+    ref = f"{BACKBONES[0]}, random weights"
+    table = (
+        "| model | parameters (M), all / backbone | ms/frame, 1 object | ms/frame, 3 objects "
+        "| ratio to random-weight Lite0, 1 / 3 objects |\n|---|---|---|---|---|\n"
+        + "\n".join(
+            f"| {name} | {num_params(m):.2f} / {num_params(m, 'backbone'):.2f} | {best[name, 1]:.1f} "
+            f"| {best[name, 3]:.1f} | {best[name, 1] / best[ref, 1]:.2f} / {best[name, 3] / best[ref, 3]:.2f} |"
+            for name, m in models.items()
+        )
+    )
+    about = (
+        f", {precision} (the precision `auto` picks here). The one-shot default's configuration with each "
+        f"backbone, end to end (Segmenter) on the first {args.frames} frames of bear at 854x480; each figure "
+        f"the best of {args.rounds} passes, the models in turn, after a warm-up."
+    )
+    title = "### Backbone speed: the one-shot default with EfficientNet-Lite0, Lite1, Lite2"
+    report("backbone_speed", title, "backbone_speed.py", argv, args.threads, about, table, args.write)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
