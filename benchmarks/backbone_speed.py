@@ -6,9 +6,10 @@ options from the shipped weights) with another backbone, built with random weigh
 them); the shipped model itself is a reference row (trained weights, Lite0), to show that random weights time
 the same. Each runs through the Segmenter end to end (resizing, model, upsampling, id maps) over the first
 ``--frames`` frames of the bear video at its 854x480, objects given on frame 0 as in ``onnx_runtime.py``'s
-end-to-end rows (``bear_firsts`` and ``first_ids``): 1 object (the bear) and 3 (the bear and two boxes). After a
-warm-up pass of each, ``--rounds`` rounds take the models in turn (so a change of the machine's load hits them
-alike); a row gives each model's best pass, and its ratio to the random-weight Lite0 row of the same run.
+end-to-end rows (``bear_firsts``, ``first_ids`` and ``segmenter_ms``): 1 object (the bear) and 3 (the bear and
+two boxes). After a warm-up pass of each, ``--rounds`` rounds take the models in turn (so a change of the
+machine's load hits them alike); a row gives each model's best pass, and its ratio to the random-weight Lite0
+row of the same run.
 
 Usage::
 
@@ -20,14 +21,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does, before torch starts OpenMP
 
 import torch  # noqa: E402
 from _common import report  # noqa: E402  (benchmarks/ is on sys.path)
-from onnx_runtime import bear_firsts, first_ids  # noqa: E402
+from onnx_runtime import bear_firsts, first_ids, segmenter_ms  # noqa: E402
 
 from recvos.data.frames import open_frames  # noqa: E402
 from recvos.inference.segmenter import Segmenter  # noqa: E402
@@ -68,17 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     mask = SHARED / "davis2016" / "Annotations" / "480p" / "bear" / "00000.png"
     id_maps = {n: first_ids(first[0], raw[0].shape[:2]) for n, first in bear_firsts(mask).items()}
 
-    best = {(name, n): float("inf") for name in runners for n in id_maps}
-    for rnd in range(args.rounds + 1):
-        for n, ids in id_maps.items():
-            for name, seg in runners.items():
-                state = seg.init_state(raw if rnd else raw[:5])
-                seg.add_mask(state, 0, ids)
-                t0 = time.perf_counter()
-                count = sum(1 for _ in seg.propagate(state))
-                if rnd:
-                    best[name, n] = min(best[name, n], 1000 * (time.perf_counter() - t0) / count)
-        print(rnd, {k: round(v, 1) for k, v in best.items()}, file=sys.stderr, flush=True)
+    by_count = {n: segmenter_ms(runners, raw, ids, args.rounds) for n, ids in id_maps.items()}
+    best = {(name, n): ms[name] for n, ms in by_count.items() for name in runners}
+    print(best, file=sys.stderr, flush=True)
 
     ref = f"{BACKBONES[0]}, random weights"
     table = (

@@ -90,11 +90,11 @@ def first_ids(masks: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     return ids
 
 
-def segmenter_ms(runners: dict, raw: list[np.ndarray], ids: np.ndarray) -> dict[str, float]:
+def segmenter_ms(runners: dict, raw: list[np.ndarray], ids: np.ndarray, rounds: int = 2) -> dict[str, float]:
     """ms/frame of each Segmenter end to end over decoded frames at the video's size (resizing, model,
-    upsampling, id maps), objects given on frame 0: a warm-up, then the best of two rounds, in turn."""
+    upsampling, id maps), objects given on frame 0: a warm-up, then the best of ``rounds`` rounds, in turn."""
     best = dict.fromkeys(runners, float("inf"))
-    for rnd in range(3):
+    for rnd in range(rounds + 1):
         for name, seg in runners.items():
             state = seg.init_state(raw if rnd else raw[:5])
             seg.add_mask(state, 0, ids)
