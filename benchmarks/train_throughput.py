@@ -3,7 +3,9 @@ from cached backbone features, side by side in one run.
 
 Each configuration runs the real training loop (``recvos.training.Trainer``: clip sampling + augmentation or
 the feature cache, forward unroll with teacher forcing, soft-IoU loss, backward, AdamW step) on synthetic
-clips at the DAVIS training size 240x427, T=5, batch 2, one object per clip, on CPU. Rows:
+clips at the DAVIS training size 240x427, T=5, batch 2, one object per clip, on CPU. The rows of the past run
+NCHW, as the trainer did before 2026-12-01; the thin rows channels-last (``train.channels_last``, the default
+since), and NCHW too with ``--thin-layout channels_last nchw``. Rows:
 
 - the reference of issue 11 (1.3 clips/s): light RVOS-ST, backbone trained, no reference/memory, fp32;
 - the 128-wide decoder of the one-shot default before 2026-11-30 (reference + memory 3, backbone frozen) from
@@ -55,49 +57,60 @@ DEFAULT = {
     "mem_top_k": 20,
 }
 FROZEN = ["optim.freeze_backbone_steps=100000"]
+#: the trainer's layout before 2026-12-01 (``train.channels_last`` on since), kept by the rows of the past
+NCHW = ["train.channels_last=false"]
 #: the decoder width of the one-shot default since 2026-11-30 (the rows labelled "128-wide" are the one before)
 THIN = 80
 #: (label, model options, extra overrides, measured steps after the warm-up step, uses the cache)
 CONFIGS = [
-    ("reference: light RVOS-ST, backbone trained, fp32 (issue 11's 1.3 clips/s)", LIGHT, [], 6, False),
+    ("reference: light RVOS-ST, backbone trained, fp32 (issue 11's 1.3 clips/s)", LIGHT, NCHW, 6, False),
     (
         "128-wide decoder (the one-shot default before), backbone frozen, frames, fp32",
         DEFAULT,
-        FROZEN,
+        [*FROZEN, *NCHW],
         6,
         False,
     ),
     (
         "128-wide decoder (the one-shot default before), backbone frozen, frames, bf16",
         DEFAULT,
-        [*FROZEN, "train.amp=bf16"],
+        [*FROZEN, *NCHW, "train.amp=bf16"],
         6,
         False,
     ),
-    ("128-wide decoder (the one-shot default before), feature cache, fp32", DEFAULT, FROZEN, 8, True),
+    (
+        "128-wide decoder (the one-shot default before), feature cache, fp32",
+        DEFAULT,
+        [*FROZEN, *NCHW],
+        8,
+        True,
+    ),
     (
         "128-wide decoder (the one-shot default before), feature cache, bf16",
         DEFAULT,
-        [*FROZEN, "train.amp=bf16"],
+        [*FROZEN, *NCHW, "train.amp=bf16"],
         8,
         True,
     ),
 ]
 
 
-def thin_config(width: int, amp: str = "bf16") -> tuple:
+def thin_config(width: int, amp: str = "bf16", layout: str = "channels_last") -> tuple:
     """The row of a decoder of ``width`` (hidden_size) instead of 128, feature cache, autocast ``amp`` ("auto":
-    bf16 where this CPU has it natively, else fp32; ``recvos.training.trainer.resolve_amp``)."""
+    bf16 where this CPU has it natively, else fp32; ``recvos.training.trainer.resolve_amp``), tensors in
+    ``layout`` ("channels_last", the trainer's default since 2026-12-01, or "nchw", before)."""
     precision = {"none": "fp32"}.get(amp, amp)
     if amp == "auto":
         resolved = resolve_amp("auto", torch.device("cpu"))
         precision = f"auto (here: {'fp32' if resolved == 'none' else resolved})"
+    precision += ", NCHW (before 2026-12-01)" if layout == "nchw" else ", channels-last"
     label = (
         f'one-shot default (hidden_size {width} since 2026-11-30, "A thinner decoder"), feature cache, {precision}'
         if width == THIN
         else f"decoder of hidden_size {width}, feature cache, {precision}"
     )
-    return (label, {**DEFAULT, "hidden_size": width}, [*FROZEN, f"train.amp={amp}"], 8, True)
+    extra = [*FROZEN, f"train.amp={amp}", f"train.channels_last={layout == 'channels_last'}"]
+    return (label, {**DEFAULT, "hidden_size": width}, extra, 8, True)
 
 
 #: the pool clips and frames of the cache in this benchmark (enough for the measured steps)
@@ -182,6 +195,7 @@ def run_config(
         "min": min(per_step),
         "max": max(per_step),
         "steps": len(per_step),
+        "per_step": per_step,
         "wall_s": wall,
         "params_m": params / 1e6,
         "build_s_per_frame": None if build_s is None else build_s / (POOL_CLIPS * POOL_FRAMES),
@@ -204,10 +218,24 @@ def data_pipeline(args) -> float:
 def command_options(args: argparse.Namespace) -> list[tuple[str, str]]:
     """The options of this run that differ from the defaults, for the command line in the report."""
     out = []
+    for flag, value, default in (
+        ("--frames", args.frames, 5),
+        ("--objects", args.objects, 1),
+        ("--size", args.size, [240, 427]),
+        ("--threads", args.threads, 2),
+    ):
+        if value != default:
+            out.append((flag, " ".join(map(str, value)) if isinstance(value, list) else str(value)))
     if args.thin != [THIN]:
         out.append(("--thin", " ".join(map(str, args.thin))))
     if args.thin_amp != ["bf16"]:
         out.append(("--thin-amp", " ".join(args.thin_amp)))
+    if args.thin_layout != ["channels_last"]:
+        out.append(("--thin-layout", " ".join(args.thin_layout)))
+    if args.repeat != 1:
+        out.append(("--repeat", str(args.repeat)))
+    if args.steps is not None:
+        out.append(("--steps", str(args.steps)))
     if args.section != "train_throughput":
         out.append(("--section", args.section))
     return out
@@ -250,9 +278,22 @@ def main() -> int:
         help="train.amp of the --thin rows (one row per width and value; none: fp32)",
     )
     p.add_argument(
+        "--thin-layout",
+        nargs="+",
+        default=["channels_last"],
+        choices=("channels_last", "nchw"),
+        help="train.channels_last of the --thin rows (one row per width, autocast and layout)",
+    )
+    p.add_argument(
         "--section",
         default="train_throughput",
         help="BENCHMARKS.md section to write (another name keeps another machine's figures beside these)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the thin rows this many times, in turn, and pool their steps (a drifting machine hits them alike)",
     )
     p.add_argument("--no-write", action="store_true")
     p.add_argument(
@@ -260,13 +301,17 @@ def main() -> int:
     )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    thin_rows = [(w, a) for w in args.thin for a in args.thin_amp]  # one row per width and autocast
-    thin = [thin_config(w, a) for w, a in thin_rows]
+    # one row per width, autocast and layout
+    thin_rows = [(w, a, lay) for w in args.thin for a in args.thin_amp for lay in args.thin_layout]
+    thin = [thin_config(w, a, lay) for w, a, lay in thin_rows]
     configs = [CONFIGS[0], CONFIGS[-1], *thin] if args.quick else [*CONFIGS, *thin]
     load_before = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, options, extra, steps, cached in configs:
+        # the thin rows --repeat times, in turn, so a drift of the machine's speed hits them alike
+        order = [*configs[: len(configs) - len(thin)], *thin * args.repeat]
+        by_label: dict[str, dict] = {}
+        for label, options, extra, steps, cached in order:
             n = args.steps or (2 if args.quick else steps)
             r = run_config(args, label, options, extra, n, cached, Path(tmp))
             print(
@@ -275,7 +320,14 @@ def main() -> int:
                 + (f", cache build {r['build_s_per_frame']:.3f} s/frame" if r["build_s_per_frame"] else ""),
                 flush=True,
             )
-            rows.append(r)
+            if label in by_label:  # a repeat: pool its steps with the row's
+                row = by_label[label]
+                row["per_step"] += r["per_step"]
+                ps = row["per_step"]
+                row.update(clips_per_s=statistics.median(ps), min=min(ps), max=max(ps), steps=len(ps))
+            else:
+                by_label[label] = r
+                rows.append(r)
     dp = data_pipeline(args)
     load_after = os.getloadavg()[0]
     print(f"data pipeline alone: {dp:.1f} clips/s", flush=True)
@@ -300,7 +352,13 @@ def main() -> int:
         f"torch {torch.__version__}, {args.threads} threads, device {args.device}. The real training loop on "
         f"synthetic clips, {h}x{w}, T={args.frames}, batch {args.batch}, {args.objects} object(s) per clip, "
         "teacher forcing, soft-IoU loss, AdamW; per-step clips/s after one warm-up step (batch loading "
-        "included, no data workers). All rows ran in one run, one after the other; 1-minute load average "
+        "included, no data workers). All rows ran in one run, one after the other"
+        + (
+            f" (the thin rows {args.repeat} times in turn, their steps pooled)"
+            if args.repeat > 1 and len(thin) > 1
+            else ""
+        )
+        + "; 1-minute load average "
         f"{load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} cores"
         f"{' (the CPU was shared: the best step is the steadier figure)' if shared else ' (a quiet CPU)'}."
         + (f" {args.note}" if args.note else ""),
@@ -317,8 +375,8 @@ def main() -> int:
     for r, name in (
         (rows[len(CONFIGS) - 1], "the 128-wide decoder (bf16)"),
         *(
-            (row, f"hidden_size {w} ({'fp32' if a == 'none' else a})")
-            for row, (w, a) in zip(rows[len(CONFIGS) :], thin_rows, strict=True)
+            (row, f"hidden_size {w} ({'fp32' if a == 'none' else a}{', NCHW' if lay == 'nchw' else ''})")
+            for row, (w, a, lay) in zip(rows[len(CONFIGS) :], thin_rows, strict=True)
         ),
     ):
         total_s = build_run_s + args.run_clips / r["clips_per_s"]

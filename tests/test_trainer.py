@@ -591,3 +591,51 @@ def test_resume_with_a_changed_model_shape_is_one_line(tmp_path):
     msg = str(e.value)
     assert "step_00000002.pt does not fit the configured model" in msg and "config.yaml" in msg
     assert "\n" not in msg
+
+
+def test_channels_last_computes_what_nchw_computes():
+    """``train.channels_last``: weights, frames and cached features channels-last give the NCHW results."""
+    import copy
+
+    from recvos.models.factory import build_model
+
+    torch.manual_seed(0)
+    model = build_model("rvos-st", hidden_size=16, reference=True, memory=2).eval()
+    fast = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    assert fast.skips[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    B, T, H, W = 2, 3, 64, 96
+    frames = torch.rand(B, T, 3, H, W)
+    masks = (torch.rand(B, T, 2, H, W) > 0.6).float()
+    valid = torch.ones(B, T, 2, dtype=torch.bool)
+    with torch.no_grad():
+        feats = [
+            torch.stack(f, 1) for f in zip(*(model.backbone(frames[:, t]) for t in range(T)), strict=True)
+        ]
+        a, _ = ClipModel(model)(frames, masks, valid, True)
+        seen = []
+        hook = fast.backbone.register_forward_pre_hook(
+            lambda _, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+        )
+        b, _ = ClipModel(fast, channels_last=True)(frames, masks, valid, True)
+        hook.remove()
+        assert seen and all(seen)  # every frame reaches the backbone channels-last
+        c, _ = ClipModel(model)(None, masks, valid, True, feats)
+        d, _ = ClipModel(fast, channels_last=True)(None, masks, valid, True, feats)
+    assert (a - b).abs().max() < 1e-4 and (c - d).abs().max() < 1e-4
+
+
+def test_channels_last_training_matches_nchw(tmp_path):
+    """The trainer converts the model when ``train.channels_last`` is on (the default) and trains as NCHW does."""
+    losses, trainers = {}, {}
+    for cl in (True, False):
+        cfg = tiny_cfg(tmp_path / str(cl), "train.steps=3", "train.ckpt_every=3", f"train.channels_last={cl}")
+        trainers[cl] = Trainer(cfg)
+        trainers[cl].fit()
+        losses[cl] = logged_losses(tmp_path / str(cl))
+    conv = next(m for m in trainers[True].model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    conv = next(m for m in trainers[False].model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert not conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert sorted(losses[True]) == sorted(losses[False]) == [1, 2, 3]
+    for step, loss in losses[False].items():
+        assert losses[True][step] == pytest.approx(loss, rel=1e-3, abs=1e-4)

@@ -174,6 +174,10 @@ class TrainConfig:
     #: "none", "bf16", "fp16" (autocast; on CPU only bf16 is used, fp16 is ignored there) or "auto" (bf16 where
     #: the CPU or GPU has it natively, fp16 on other GPUs, none on other CPUs: ``recvos.training.trainer.resolve_amp``)
     amp: str = "none"
+    #: keep convolution weights, frames and cached features channels-last (NHWC), the layout oneDNN and cuDNN
+    #: compute in: the same results, 3-6% more clips/s on a 2-core Intel Xeon in fp32 (BENCHMARKS.md,
+    #: "Channels-last training"); false: NCHW, as before 2026-12-01
+    channels_last: bool = True
     device: str = "auto"
     seed: int = 0
     ckpt_every: int = 500

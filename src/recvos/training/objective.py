@@ -18,11 +18,14 @@ class ClipModel(nn.Module):
     :class:`~recvos.models.feed.ClipFeed`, so DDP sees one ``forward`` per batch.
 
     ``teacher=True``: ground-truth previous masks where known; ``False``: the model's own (Mask-ST+).
+    ``channels_last``: each frame's image or cached features reach the model channels-last (NHWC), to match
+    weights converted with ``model.to(memory_format=torch.channels_last)`` (``train.channels_last``).
     """
 
-    def __init__(self, model: RecurrentVOS) -> None:
+    def __init__(self, model: RecurrentVOS, channels_last: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.channels_last = channels_last
 
     def forward(
         self,
@@ -37,9 +40,17 @@ class ClipModel(nn.Module):
         each [B,T,C,h,w]) replace the frames: the backbone is not run."""
         zero_shot = self.model.mode == "zero-shot"
         feed = ClipFeed(zero_shot=True) if zero_shot else ClipFeed(masks, valid, teacher=teacher)
+        B, T = masks.shape[:2]
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
         if features is not None:
-            B, T = masks.shape[:2]
-            frames = [with_features(B, *masks.shape[-2:], [f[:, t] for f in features]) for t in range(T)]
+            frames = [
+                with_features(
+                    B, *masks.shape[-2:], [f[:, t].contiguous(memory_format=layout) for f in features]
+                )
+                for t in range(T)
+            ]
+        elif self.channels_last:
+            frames = [frames[:, t].contiguous(memory_format=layout) for t in range(T)]
         out = self.model.unroll_clip(frames, feed)
         return out.logits, out.objectness
 

@@ -162,7 +162,10 @@ class Trainer:
                 mc.init_from,
                 f" ({len(fresh)} new tensors: {', '.join(fresh[:6])})" if fresh else "",
             )
-        return model.to(self.dist.device).train()
+        model = model.to(self.dist.device)
+        if self.cfg.train.channels_last:  # 4-D weights only: convolutions
+            model = model.to(memory_format=torch.channels_last)
+        return model.train()
 
     def _restore(self, ckpt: dict) -> int:
         """Optimizer, schedule, scaler, best score and RNG states of a resumed run; returns its step."""
@@ -344,7 +347,7 @@ class Trainer:
 
     def _task_net(self) -> torch.nn.Module:
         """The module DDP wraps and :meth:`_loss` calls: the model's own frame loop over a clip."""
-        return ClipModel(self.model)
+        return ClipModel(self.model, channels_last=self.cfg.train.channels_last)
 
     def _loss(self, batch: dict, step: int, amp: Any) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
         """One micro-batch -> (loss, its terms incl. "total", logits [B, T, O, H, W] for the image log)."""
