@@ -41,16 +41,14 @@ class ClipModel(nn.Module):
         zero_shot = self.model.mode == "zero-shot"
         feed = ClipFeed(zero_shot=True) if zero_shot else ClipFeed(masks, valid, teacher=teacher)
         B, T = masks.shape[:2]
-        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+
+        def at(x: torch.Tensor, t: int) -> torch.Tensor:  # frame t of [B, T, C, h, w], in the model's layout
+            return x[:, t].contiguous(memory_format=torch.channels_last) if self.channels_last else x[:, t]
+
         if features is not None:
-            frames = [
-                with_features(
-                    B, *masks.shape[-2:], [f[:, t].contiguous(memory_format=layout) for f in features]
-                )
-                for t in range(T)
-            ]
+            frames = [with_features(B, *masks.shape[-2:], [at(f, t) for f in features]) for t in range(T)]
         elif self.channels_last:
-            frames = [frames[:, t].contiguous(memory_format=layout) for t in range(T)]
+            frames = [at(frames, t) for t in range(T)]
         out = self.model.unroll_clip(frames, feed)
         return out.logits, out.objectness
 
