@@ -33,14 +33,10 @@ from recvos.data.frames import open_frames  # noqa: E402
 from recvos.inference.segmenter import Segmenter  # noqa: E402
 from recvos.models.factory import build_model  # noqa: E402
 from recvos.models.loading import resolve_model  # noqa: E402
+from recvos.models.state_dicts import count_parameters  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 BACKBONES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
-
-
-def num_params(model: torch.nn.Module, prefix: str = "") -> float:
-    """Millions of parameters (of the submodules whose name starts with ``prefix``)."""
-    return sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefix)) / 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         "| model | parameters (M), all / backbone | ms/frame, 1 object | ms/frame, 3 objects "
         "| ratio to random-weight Lite0, 1 / 3 objects |\n|---|---|---|---|---|\n"
         + "\n".join(
-            f"| {name} | {num_params(m):.2f} / {num_params(m, 'backbone'):.2f} | {best[name, 1]:.1f} "
+            f"| {name} | {count_parameters(m) / 1e6:.2f} / {count_parameters(m.backbone) / 1e6:.2f} | {best[name, 1]:.1f} "
             f"| {best[name, 3]:.1f} | {best[name, 1] / best[ref, 1]:.2f} / {best[name, 3] / best[ref, 3]:.2f} |"
             for name, m in models.items()
         )

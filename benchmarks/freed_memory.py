@@ -9,9 +9,9 @@ a change of the machine's load hits both alike. A child runs the Segmenter with 
 end to end (resizing, model, upsampling, id maps) over the first ``--frames`` frames of the bear video decoded
 at its 854x480, objects given on frame 0 as in ``onnx_runtime.py``'s end-to-end rows (its ``bear_firsts``
 and ``first_ids``): the bear's mask; with 3 objects also two boxes (later ids on top). A warm-up pass, then
-the best of two timed passes. It reports ms/frame (wall clock), the CPU time per frame of its threads together (user and
-system, from ``getrusage``: steadier than the wall clock on a shared machine, and page faults show in the
-system time), minor page faults per frame and its peak resident memory. The table gives, per setting, the
+the best of two timed passes. It reports ms/frame (wall clock), the CPU time per frame of its threads together
+(user and system, from ``getrusage``: steadier than the wall clock on a shared machine, and page faults show in
+the system time), minor page faults per frame and its peak resident memory. The table gives, per setting, the
 median over rounds of each child's figures.
 
 Usage::

@@ -355,7 +355,7 @@ def main() -> int:
         "included, no data workers). All rows ran in one run, one after the other"
         + (
             f" (the thin rows {args.repeat} times in turn, their steps pooled)"
-            if args.repeat > 1 and len(thin) > 1
+            if args.repeat > 1 and thin
             else ""
         )
         + "; 1-minute load average "
