@@ -11,9 +11,13 @@ two boxes). After a warm-up pass of each, ``--rounds`` rounds take the models in
 machine's load hits them alike); a row gives each model's best pass, and its ratio to the random-weight Lite0
 row of the same run.
 
+With ``--local-radius R`` each backbone also gets a row with the local f8 matching (``local_radius=R``,
+``local_dim`` 32; BENCHMARKS.md, "Local f8 matching"), written to its own section.
+
 Usage::
 
     .venv/bin/python benchmarks/backbone_speed.py --write
+    .venv/bin/python benchmarks/backbone_speed.py --local-radius 3 --backbones efficientnet_lite0,efficientnet_lite2 --write
 """
 
 from __future__ import annotations
@@ -44,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=40)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--backbones", default=",".join(BACKBONES), help="comma-separated; the first is the reference"
+    )
+    p.add_argument(
+        "--local-radius", type=int, default=0, help="also time each backbone with local f8 matching"
+    )
     p.add_argument("--write", action="store_true", help="write the section of BENCHMARKS.md")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -51,11 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     shipped = resolve_model(None)
     options = dict(shipped.config)
     models = {"shipped one-shot default (trained weights, Lite0)": shipped}
-    for backbone in BACKBONES:
-        torch.manual_seed(0)
-        models[f"{backbone}, random weights"] = build_model(
-            "rvos-st", **{**options, "variant": "ST", "backbone": backbone}
-        ).eval()
+    backbones = args.backbones.split(",")
+    local = {"local_radius": args.local_radius, "local_dim": 32}
+    for backbone in backbones:
+        for extra, label in [({}, "")] + (
+            [(local, f" + local f8 matching r={args.local_radius}")] if args.local_radius else []
+        ):
+            torch.manual_seed(0)
+            models[f"{backbone}{label}, random weights"] = build_model(
+                "rvos-st", **{**options, "variant": "ST", "backbone": backbone, **extra}
+            ).eval()
     runners = {name: Segmenter(m) for name, m in models.items()}
     precision = str(next(iter(runners.values())).dtype).removeprefix("torch.")
 
@@ -68,10 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     best = {(name, n): ms[name] for n, ms in by_count.items() for name in runners}
     print(best, file=sys.stderr, flush=True)
 
-    ref = f"{BACKBONES[0]}, random weights"
+    ref = f"{backbones[0]}, random weights"
     table = (
         "| model | parameters (M), all / backbone | ms/frame, 1 object | ms/frame, 3 objects "
-        "| ratio to random-weight Lite0, 1 / 3 objects |\n|---|---|---|---|---|\n"
+        "| ratio to the first random-weight row, 1 / 3 objects |\n|---|---|---|---|---|\n"
         + "\n".join(
             f"| {name} | {count_parameters(m) / 1e6:.2f} / {count_parameters(m.backbone) / 1e6:.2f} | {best[name, 1]:.1f} "
             f"| {best[name, 3]:.1f} | {best[name, 1] / best[ref, 1]:.2f} / {best[name, 3] / best[ref, 3]:.2f} |"
@@ -83,8 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         f"backbone, end to end (Segmenter) on the first {args.frames} frames of bear at 854x480; each figure "
         f"the best of {args.rounds} passes, the models in turn, after a warm-up."
     )
-    title = "### Backbone speed: the one-shot default with EfficientNet-Lite0, Lite1, Lite2"
-    report("backbone_speed", title, "backbone_speed.py", argv, args.threads, about, table, args.write)
+    if args.local_radius:
+        section = "backbone_speed_local"
+        title = "### Local f8 matching: its cost end to end"
+    else:
+        section = "backbone_speed"
+        title = "### Backbone speed: the one-shot default with EfficientNet-Lite0, Lite1, Lite2"
+    report(section, title, "backbone_speed.py", argv, args.threads, about, table, args.write)
     return 0
 
 

@@ -67,7 +67,15 @@ def silence(m: RVOS, factor: int, seed: int = 0) -> None:
                 start += d
 
 
-@pytest.mark.parametrize("options", [{}, {"reference": True, "memory": 2}, {"mode": "zero-shot"}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"reference": True, "memory": 2},
+        {"mode": "zero-shot"},
+        {"reference": True, "local_radius": 1, "local_dim": 4},
+    ],
+)
 def test_narrowing_drops_unused_units_exactly(options):
     wide = model(32, **options)
     silence(wide, 2)

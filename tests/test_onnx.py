@@ -199,11 +199,22 @@ def test_cli_export_then_segment_with_onnxruntime(tmp_path, ckpt, capsys):
         ("rvos-s", {"mode": "zero-shot", "max_objects": 2, "hidden_size": 16}),
         ("s2s", {}),
         ("s2s", {"hidden_size": 32, "reference": True, "ref_dim": 8, "memory": 2}),
+        (
+            "rvos-st",
+            {
+                "hidden_size": 16,
+                "reference": True,
+                "ref_dim": 8,
+                "memory": 2,
+                "local_radius": 2,
+                "local_dim": 4,
+            },
+        ),
     ],
 )
 def test_other_models_export_with_parity(tmp_path, name, options):
-    """A zero-shot RVOS (fixed slots, objectness), S2S (objects folded into the batch) and S2S with the
-    matching option (reference and memory in its state) export too."""
+    """A zero-shot RVOS (fixed slots, objectness), S2S (objects folded into the batch), S2S with the
+    matching option (reference and memory in its state) and RVOS with local f8 matching export too."""
     torch.manual_seed(0)
     model = build_model(name, **options).eval()
     export_onnx(model, tmp_path / "m.onnx", size=SIZE)

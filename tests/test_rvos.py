@@ -421,3 +421,77 @@ def test_zero_shot_memory_readout_shared_by_slots_equals_the_per_slot_readout(mo
     fast = run()
     monkeypatch.setattr(RVOS, "_keys_shared", staticmethod(lambda state: False))
     torch.testing.assert_close(fast, run(), atol=1e-5, rtol=1e-5)
+
+
+# --- local f8 matching -------------------------------------------------------------------------------------
+def test_local_warm_start_is_exact_and_keeps_the_last_frames_keys(unroll):
+    """A memory model warm-starts a local-matching one with identical outputs (the local maps enter the f8
+    and f4 levels with zero weights); the state keeps the last frame's f8 keys at a fixed size."""
+    from recvos.models.feed import FirstFrameFeed
+
+    old = tiny("rvos-st", reference=True, ref_dim=8, memory=2).eval()
+    new = tiny("rvos-st", reference=True, ref_dim=8, memory=2, local_radius=2, local_dim=4).eval()
+    assert new.config["local_radius"] == 2 and "local_radius" not in old.config  # old configs kept
+    for level in range(4):  # only the two finest levels read the local maps
+        extra = new.cells[level].conv.weight.shape[1] - old.cells[level].conv.weight.shape[1]
+        assert extra == (2 if level >= 2 else 0)
+    sd = new.adapt_state_dict(old.state_dict())
+    missing = new.load_state_dict(sd, strict=False).missing_keys
+    assert sorted(missing) == ["local_embed.bias", "local_embed.weight", "local_log_scale"]
+    frames, masks = clip(B=1, T=5, O=2)
+    with torch.no_grad():
+        a = unroll(old, frames, masks, teacher=False).logits
+        results = list(new.unroll(frames.unbind(1), FirstFrameFeed(masks[:, 0])))
+        keys = [
+            torch.nn.functional.normalize(new.local_embed(new.backbone(f)[1]), dim=1)
+            for f in frames.unbind(1)
+        ]
+    b = torch.stack([r.logits for r in results], 1)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    assert {tuple(r.state.last_key8.shape) for r in results} == {(1, 2, 4, 8, 14)}  # f8 of 61x107: 8x14
+    for r, k in zip(results, keys, strict=True):
+        torch.testing.assert_close(r.state.last_key8[:, 0], k, atol=1e-5, rtol=0)
+        torch.testing.assert_close(r.state.last_key8[:, 1], k, atol=1e-5, rtol=0)
+
+
+def test_local_readout_follows_a_shifted_object_and_objects_compete():
+    """The last frame shifted by one f8 pixel: with a sharp softmax every pixel reads the mask of the pixel it
+    came from, so the readout is the last mask moved with the content (a window left out at the border);
+    'others' is the other object's readout."""
+    model = tiny("rvos-st", reference=True, ref_dim=8, local_radius=1, local_dim=4).eval()
+    with torch.no_grad():
+        model.local_log_scale.fill_(8.0)  # near-argmax
+    g = torch.Generator().manual_seed(0)
+    last = torch.nn.functional.normalize(torch.randn(1, 4, 6, 9, generator=g), dim=1)
+    q = torch.roll(last, shifts=1, dims=-1)  # the content moved one pixel to the right
+    vals = torch.zeros(1, 2, 6, 9)
+    vals[:, 0, 1:4, 2:5] = 1
+    vals[:, 1, 3:6, 5:8] = 1
+    with torch.no_grad():
+        read = model.read_local(q, last.unsqueeze(1).expand(-1, 2, -1, -1, -1), vals)
+    want = torch.roll(vals, shifts=1, dims=-1)
+    torch.testing.assert_close(read[0, :, 0, :, 1:], want[0, :, :, 1:], atol=1e-3, rtol=0)
+    torch.testing.assert_close(read[0, 0, 1], read[0, 1, 0])
+    # keys given per object (objects added later) read the same as the shared view
+    with torch.no_grad():
+        per = model.read_local(q, last.unsqueeze(1).repeat(1, 2, 1, 1, 1), vals)
+    torch.testing.assert_close(per, read)
+
+
+def test_local_options_are_checked_and_need_no_reference():
+    for bad in (-1, 8, 1.5, True):
+        with pytest.raises(RecvosError, match="local_radius"):
+            tiny("rvos-st", local_radius=bad)
+    with pytest.raises(RecvosError, match="local_dim"):
+        tiny("rvos-st", local_radius=2, local_dim=0)
+    # alone (no reference, no memory) and in zero-shot: the fed-back masks are its values
+    for kw in ({}, {"mode": "zero-shot", "max_objects": 2}):
+        model = tiny("rvos-st", local_radius=1, local_dim=4, **kw).eval()
+        assert model.uses_prev_masks and model.ref_embed is None
+        frames, masks = clip(B=1, T=3, O=2)
+        first = masks[:, 0] if model.one_shot else None
+        from recvos.models.feed import FirstFrameFeed
+
+        with torch.no_grad():
+            out = list(model.unroll(frames.unbind(1), FirstFrameFeed(first)))
+        assert out[-1].logits.shape == (1, 2, H, W)

@@ -10,6 +10,14 @@ None), ``reference``, ``memory`` (K), ``mem_top_k`` and ``mem_log_scale`` gets
 - :meth:`~MatchingMemory._matching_maps`: per step, the maps of every object at f16 (``MATCH_MAPS`` from the
   reference, ``MEMORY_MAPS`` from the memory), with the memory updated by the previous frame.
 
+A model that also sets ``local_embed`` (a 1x1 conv on its f8 features), ``local_radius`` (r > 0) and
+``local_log_scale`` gets local f8 matching (after FEELVOS's local matching, here carrying mask values as the
+memory readout does): :meth:`~MatchingMemory._init_local` keeps frame 0's f8 keys (``last_key8``), and
+:meth:`~MatchingMemory._local_maps` gives per step ``LOCAL_MAPS`` maps per object at f8: every pixel attends,
+by softmax over cosine similarity, to the (2r+1)^2 pixels around its own position in the last frame and reads
+the object's fed-back mask there (and the other objects' sum). Its cost is linear in the frame's size
+(E8 * (2r+1)^2 multiply-adds per f8 pixel), where a global f8 readout would cost 16x the f16 one per frame.
+
 Every tensor is ``[B, O, ...]``, so adding, dropping and re-initialising objects needs nothing special.
 """
 
@@ -26,6 +34,7 @@ from recvos.errors import RecvosError
 __all__ = [
     "MATCH_MAPS",
     "MEMORY_MAPS",
+    "LOCAL_MAPS",
     "MAX_MEMORY",
     "MatchingMemory",
     "MatchingState",
@@ -37,6 +46,10 @@ __all__ = [
 MATCH_MAPS = 2
 #: memory readout maps per object with ``memory > 0``: the object's own readout, the other objects' sum
 MEMORY_MAPS = 2
+#: local f8 matching maps per object with ``local_radius > 0``: the object's own readout, the other objects' sum
+LOCAL_MAPS = 2
+#: the largest window radius of the local f8 matching (a 15x15 window)
+MAX_LOCAL_RADIUS = 7
 #: the most frames an object's matching memory may hold (``memory``, in training and at inference)
 MAX_MEMORY = 64
 #: the longest write interval of the memory (``mem_every``)
@@ -64,9 +77,27 @@ def check_memory_every(every: object, label: str = "mem_every") -> None:
         )
 
 
-def matching_options(reference: bool, memory: int, mem_top_k: int, ref_dim: int, mem_every: int = 1) -> None:
-    """Check the options of the reference and the memory (one-line RecvosErrors)."""
+def matching_options(
+    reference: bool,
+    memory: int,
+    mem_top_k: int,
+    ref_dim: int,
+    mem_every: int = 1,
+    local_radius: int = 0,
+    local_dim: int = 32,
+) -> None:
+    """Check the options of the reference, the memory and the local f8 matching (one-line RecvosErrors)."""
     check_memory_every(mem_every)
+    if (
+        isinstance(local_radius, bool)
+        or not isinstance(local_radius, int)
+        or not 0 <= local_radius <= MAX_LOCAL_RADIUS
+    ):
+        raise RecvosError(
+            f"local_radius {local_radius!r}: the window radius of the local f8 matching, 0..{MAX_LOCAL_RADIUS} (0: off)"
+        )
+    if local_dim < 1:
+        raise RecvosError(f"local_dim must be >= 1 (got {local_dim})")
     if memory < 0 or memory > MAX_MEMORY:
         raise RecvosError(f"memory must be 0..{MAX_MEMORY} frames (got {memory})")
     if mem_top_k < 1:
@@ -101,6 +132,9 @@ class MatchingState:
     #: with ``mem_every = N > 1``: per object [B, O], the frames written into the newest memory entry since it
     #: was opened, modulo N (0: the next write opens a new entry; otherwise it replaces the newest one)
     mem_age: torch.Tensor | None = None
+    #: with ``local_radius > 0``: the f8 keys of the last frame seen [B, O, E8, h8, w8] (the same frame for
+    #: every object; an expanded view when made by ``init_state``), matched locally on the next step
+    last_key8: torch.Tensor | None = None
 
 
 class MatchingMemory:
@@ -113,6 +147,10 @@ class MatchingMemory:
     mem_top_k: int
     #: keep one memory entry every ``mem_every`` frames (the newest entry always holds the last frame); 1: every frame
     mem_every: int = 1
+    #: the local f8 matching (``local_embed`` and ``local_log_scale`` set by a model that has it; 0: off)
+    local_embed: Any
+    local_log_scale: Any
+    local_radius: int = 0
 
     @property
     def matching_maps(self) -> int:
@@ -252,6 +290,54 @@ class MatchingMemory:
         own = (weight * picked).sum(-1)  # [B, O, Q]
         others = own.sum(1, keepdim=True) - own
         return torch.stack([own, others], 2).view(B, nobj, 2, h, w)
+
+    def _embed8(self, f8: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.local_embed(f8), dim=1)
+
+    def _init_local(self, f8: torch.Tensor, num_objects: int) -> dict[str, Any]:
+        """Frame 0's f8 features [B, C8, h8, w8] -> the state field of the local matching (its keys, one
+        expanded view for all objects)."""
+        q = self._embed8(f8)
+        return {"last_key8": q.unsqueeze(1).expand(-1, num_objects, -1, -1, -1)}
+
+    def _local_maps(self, f8: torch.Tensor, state: Any, prev8: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """The current frame's f8 features [B, C8, h8, w8] and the fed-back masks of the last frame at f8
+        [B, O, h8, w8] -> the per-object local maps [B, O, LOCAL_MAPS, h8, w8] and the state with this frame's
+        keys kept for the next step."""
+        if state.last_key8 is None:
+            raise RecvosError(
+                f"this {type(self).__name__} state has no local keys (build it with this model's init_state)"
+            )
+        q = self._embed8(f8)
+        maps = self.read_local(q, state.last_key8, prev8)
+        nobj = state.last_key8.shape[1]
+        return maps, replace(state, last_key8=q.unsqueeze(1).expand(-1, nobj, -1, -1, -1))
+
+    def read_local(self, q: torch.Tensor, keys: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
+        """Keys of the current frame [B, E, h, w], of the last frame [B, O, E, h, w] and the objects' masks
+        there [B, O, h, w] -> per-object [own readout, others' readout] maps [B, O, 2, h, w]: each pixel's
+        softmax attention over the (2r+1)^2 last-frame pixels around it (those outside the frame left out),
+        carrying the object's mask values. Keys shared by all objects (the usual case) are matched once."""
+        B, E, h, w = q.shape
+        nobj = vals.shape[1]
+        if _one_for_all_objects(keys) or nobj == 1:
+            keys = keys[:, :1]
+        r, k = self.local_radius, 2 * self.local_radius + 1
+
+        def windows(x: torch.Tensor) -> torch.Tensor:  # [..., h, w] -> [..., h, w, k * k] (a view of the pad)
+            xp = F.pad(x, (r, r, r, r))  # zeros outside the frame
+            return xp.unfold(-2, k, 1).unfold(-2, k, 1).flatten(-2)
+
+        # [B, n, h, w, kk]: one product over a strided view (a one-hot convolution, or an im2col copy with an
+        # einsum, was slower end to end on a CPU; BENCHMARKS.md, "Local f8 matching")
+        win = windows(keys.to(q.dtype))  # [B, n, E, h, w, kk]
+        sim = (win * q.view(B, 1, E, h, w, 1)).sum(2)
+        inside = windows(q.new_ones(h, w))  # [h, w, kk]: 1 where the window is in the frame
+        sim = sim * self.local_log_scale.exp() - 1e4 * (1 - inside)
+        weight = torch.softmax(sim, dim=-1)
+        own = (weight * windows(vals.to(q.dtype))).sum(-1)  # [B, O, h, w]
+        others = own.sum(1, keepdim=True) - own
+        return torch.stack([own, others], 2)
 
     @staticmethod
     def _keys_shared(state: Any) -> bool:

@@ -42,6 +42,14 @@ readouts. These 2 maps join the inputs of every ConvLSTM level. Memory size is f
 so memory use does not grow with the video's length; an object added later starts with its own frame.
 Zero-shot models remember the objects they discovered the same way (their own masks; no reference).
 
+Local f8 matching (``local_radius=r > 0``; an addition, after FEELVOS's local matching): the f16 readout is
+coarse (a 16x16 pixel cell per key), and thin or small objects fall between its cells. With it, the f8 features
+are embedded too (1x1 conv -> L2-normalised, ``local_dim`` channels) and every f8 pixel attends to the
+(2r+1)^2 pixels around its own position in the last frame (softmax, learned temperature) and reads the fed-back
+mask of each object there: the last mask moved by appearance, as optical flow would move it, at twice the f16
+resolution. These 2 maps per object (own, others' sum) join the inputs of the f8 and f4 ConvLSTM levels. Cost:
+``local_dim * (2r+1)^2`` multiply-adds per f8 pixel, once for all objects.
+
 Widths: with ``hidden_size = h``, the skip projections are (h, h, h/2, h/4) and the ConvLSTM hidden sizes
 (h, h/2, h/4, h/8) from f32 to f4 (the paper: h = 128).
 """
@@ -60,6 +68,7 @@ from recvos.models.backbones import DEFAULT_BACKBONE, build_backbone
 from recvos.models.base import MODES, RecurrentVOS, StepOutput, scan_objects
 from recvos.models.convlstm import ConvLSTMCell
 from recvos.models.memory import (
+    LOCAL_MAPS,
     MatchingMemory,
     MatchingState,
     insert_zero_columns,
@@ -104,6 +113,8 @@ class RVOS(MatchingMemory, RecurrentVOS):
         mem_top_k: memory pixels each pixel attends to (top-k softmax).
         mem_every: keep one memory entry every this many frames (the newest entry always holds the last
             frame; 1: every frame; weights do not depend on it).
+        local_radius: r, the window radius of the local f8 matching (0: off; see the module docs).
+        local_dim: channels of the local f8 embedding.
     """
 
     def __init__(
@@ -123,6 +134,8 @@ class RVOS(MatchingMemory, RecurrentVOS):
         memory: int = 0,
         mem_top_k: int = 20,
         mem_every: int = 1,
+        local_radius: int = 0,
+        local_dim: int = 32,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -138,7 +151,7 @@ class RVOS(MatchingMemory, RecurrentVOS):
             raise RecvosError(f"RVOS hidden_size must be a positive multiple of 8 (got {hidden_size})")
         if reference and mode != "one-shot":
             raise RecvosError("reference=True needs mode='one-shot' (zero-shot has no reference masks)")
-        matching_options(reference, memory, mem_top_k, ref_dim, mem_every)
+        matching_options(reference, memory, mem_top_k, ref_dim, mem_every, local_radius, local_dim)
         if max_objects < 1:
             raise RecvosError(f"max_objects must be >= 1 (got {max_objects})")
         self.name = f"rvos-{variant.lower()}"
@@ -161,13 +174,17 @@ class RVOS(MatchingMemory, RecurrentVOS):
             self.config.update(memory=memory, mem_top_k=mem_top_k)
             if mem_every != 1:
                 self.config.update(mem_every=mem_every)
+        if local_radius:
+            self.config.update(local_radius=local_radius, local_dim=local_dim)
+        self.local_radius = local_radius
         self.mem_every = mem_every
         self.memory = memory
         self.mem_top_k = mem_top_k
         self.variant = variant
         self.mode = mode
         self.one_shot = mode == "one-shot"
-        self.uses_prev_masks = self.one_shot or memory > 0  # zero-shot memory stores the fed-back masks
+        # zero-shot memory and local matching read the fed-back masks
+        self.uses_prev_masks = self.one_shot or memory > 0 or local_radius > 0
         self.max_objects = max_objects
 
         self.backbone = build_backbone(
@@ -188,10 +205,16 @@ class RVOS(MatchingMemory, RecurrentVOS):
         self.ref_embed = nn.Conv2d(self.backbone.channels[2], ref_dim, 1) if reference or memory else None
         # softmax temperature of the memory readout, as a log scale (cosine similarity * 20 at init)
         self.mem_log_scale = nn.Parameter(torch.tensor(3.0)) if memory else None
+        # the local f8 matching: its embedding and softmax temperature (cosine similarity * 20 at init)
+        self.local_embed = nn.Conv2d(self.backbone.channels[1], local_dim, 1) if local_radius else None
+        self.local_log_scale = nn.Parameter(torch.tensor(3.0)) if local_radius else None
         mask_dim = (1 if self.one_shot else 0) + self.matching_maps
+        # the local maps join the f8 and f4 levels (2 and 3, coarse to fine)
+        local_maps = LOCAL_MAPS if local_radius else 0
+        mask_dims = [mask_dim + (local_maps if i >= 2 else 0) for i in range(4)]
         self.cells = nn.ModuleList(
             ConvLSTMCell(
-                input_dim=(self.hidden_dims[i - 1] if i else 0) + mask_dim,
+                input_dim=(self.hidden_dims[i - 1] if i else 0) + mask_dims[i],
                 hidden_dim=self.hidden_dims[i],
                 kernel_size=kernel_size,
                 extra_hidden=1 if variant == "ST" else 0,
@@ -224,8 +247,13 @@ class RVOS(MatchingMemory, RecurrentVOS):
             frame.new_zeros(B, num_objects, c, *hw) for c, hw in zip(self.hidden_dims, sizes, strict=True)
         ]
         state = RVOSState(num_objects=num_objects, hidden=hidden, cell=[t.clone() for t in hidden])
-        if self.ref_embed is not None:
-            fields = self._init_matching(self._embed(self.backbone(frame)[2]), masks, num_objects)
+        if self.ref_embed is not None or self.local_embed is not None:
+            feats = self.backbone(frame)
+            fields = {}
+            if self.ref_embed is not None:
+                fields.update(self._init_matching(self._embed(feats[2]), masks, num_objects))
+            if self.local_embed is not None:
+                fields.update(self._init_local(feats[1], num_objects))
             state = replace(state, **fields)
         return state
 
@@ -282,6 +310,9 @@ class RVOS(MatchingMemory, RecurrentVOS):
         if self.ref_embed is not None:
             matched, state = self._matching_maps(feats[2], state, resized)
             maps.append(matched)  # [B, O, matching_maps, h16, w16]
+        local = None
+        if self.local_embed is not None:  # [B, O, LOCAL_MAPS, h8, w8]
+            local, state = self._local_maps(feats[1], state, resized(tuple(feats[1].shape[-2:])))
         parts: list[list[torch.Tensor]] = [[] for _ in sizes]
         if self.one_shot:  # the previous masks, area-resized to each level: [B, O, 1, H_l, W_l]
             for level, hw in enumerate(sizes):
@@ -290,6 +321,16 @@ class RVOS(MatchingMemory, RecurrentVOS):
             flat = torch.cat(maps, 2).flatten(0, 1)
             for level, hw in enumerate(sizes):
                 up = F.interpolate(flat, size=hw, mode="bilinear", align_corners=False)
+                parts[level].append(up.unflatten(0, (B, nobj)).to(frame.dtype))
+        if local is not None:
+            flat = local.flatten(0, 1)
+            for level in (2, 3):
+                hw = sizes[level]
+                up = (
+                    flat
+                    if tuple(flat.shape[-2:]) == hw
+                    else F.interpolate(flat, size=hw, mode="bilinear", align_corners=False)
+                )
                 parts[level].append(up.unflatten(0, (B, nobj)).to(frame.dtype))
         masks = [torch.cat(p, 2) if p else None for p in parts]
 
