@@ -593,14 +593,16 @@ def test_resume_with_a_changed_model_shape_is_one_line(tmp_path):
     assert "\n" not in msg
 
 
-def test_channels_last_computes_what_nchw_computes():
-    """``train.channels_last``: weights, frames and cached features channels-last give the NCHW results."""
+@pytest.mark.parametrize("local", [{}, {"local_radius": 2, "local_dim": 4}])
+def test_channels_last_computes_what_nchw_computes(local):
+    """``train.channels_last``: weights, frames and cached features channels-last give the NCHW results (with
+    the local f8 matching too, whose readout takes strided views of its keys)."""
     import copy
 
     from recvos.models.factory import build_model
 
     torch.manual_seed(0)
-    model = build_model("rvos-st", hidden_size=16, reference=True, memory=2).eval()
+    model = build_model("rvos-st", hidden_size=16, reference=True, memory=2, **local).eval()
     fast = copy.deepcopy(model).to(memory_format=torch.channels_last)
     assert fast.skips[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     B, T, H, W = 2, 3, 64, 96
