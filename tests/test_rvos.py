@@ -479,6 +479,8 @@ def test_local_readout_follows_a_shifted_object_and_objects_compete():
 
 
 def test_local_options_are_checked_and_need_no_reference():
+    from recvos.models.feed import FirstFrameFeed
+
     for bad in (-1, 8, 1.5, True):
         with pytest.raises(RecvosError, match="local_radius"):
             tiny("rvos-st", local_radius=bad)
@@ -490,8 +492,6 @@ def test_local_options_are_checked_and_need_no_reference():
         assert model.uses_prev_masks and model.ref_embed is None
         frames, masks = clip(B=1, T=3, O=2)
         first = masks[:, 0] if model.one_shot else None
-        from recvos.models.feed import FirstFrameFeed
-
         with torch.no_grad():
             out = list(model.unroll(frames.unbind(1), FirstFrameFeed(first)))
         assert out[-1].logits.shape == (1, 2, H, W)

@@ -319,8 +319,7 @@ class MatchingMemory:
         softmax attention over the (2r+1)^2 last-frame pixels around it (those outside the frame left out),
         carrying the object's mask values. Keys shared by all objects (the usual case) are matched once."""
         B, E, h, w = q.shape
-        nobj = vals.shape[1]
-        if _one_for_all_objects(keys) or nobj == 1:
+        if _one_for_all_objects(keys):
             keys = keys[:, :1]
         r, k = self.local_radius, 2 * self.local_radius + 1
 

@@ -314,24 +314,24 @@ class RVOS(MatchingMemory, RecurrentVOS):
         if self.local_embed is not None:  # [B, O, LOCAL_MAPS, h8, w8]
             local, state = self._local_maps(feats[1], state, resized(tuple(feats[1].shape[-2:])))
         parts: list[list[torch.Tensor]] = [[] for _ in sizes]
+
+        def spread(m: torch.Tensor, levels: range) -> None:  # maps [B, O, C, h, w] -> inputs of these levels
+            flat = m.flatten(0, 1)
+            for level in levels:
+                hw = sizes[level]
+                if tuple(flat.shape[-2:]) != hw:  # (bilinear to the same size would be the identity)
+                    up = F.interpolate(flat, size=hw, mode="bilinear", align_corners=False)
+                else:
+                    up = flat
+                parts[level].append(up.unflatten(0, (B, nobj)).to(frame.dtype))
+
         if self.one_shot:  # the previous masks, area-resized to each level: [B, O, 1, H_l, W_l]
             for level, hw in enumerate(sizes):
                 parts[level].append(resized(hw).unsqueeze(2))
         if maps:
-            flat = torch.cat(maps, 2).flatten(0, 1)
-            for level, hw in enumerate(sizes):
-                up = F.interpolate(flat, size=hw, mode="bilinear", align_corners=False)
-                parts[level].append(up.unflatten(0, (B, nobj)).to(frame.dtype))
-        if local is not None:
-            flat = local.flatten(0, 1)
-            for level in (2, 3):
-                hw = sizes[level]
-                up = (
-                    flat
-                    if tuple(flat.shape[-2:]) == hw
-                    else F.interpolate(flat, size=hw, mode="bilinear", align_corners=False)
-                )
-                parts[level].append(up.unflatten(0, (B, nobj)).to(frame.dtype))
+            spread(torch.cat(maps, 2), range(4))
+        if local is not None:  # the f8 and f4 levels only
+            spread(local, range(2, 4))
         masks = [torch.cat(p, 2) if p else None for p in parts]
 
         if self.variant == "T":
