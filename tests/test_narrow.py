@@ -74,6 +74,7 @@ def silence(m: RVOS, factor: int, seed: int = 0) -> None:
         {"reference": True, "memory": 2},
         {"mode": "zero-shot"},
         {"reference": True, "local_radius": 1, "local_dim": 4},
+        {"reference": True, "memory": 2, "value_dim": 4},
     ],
 )
 def test_narrowing_drops_unused_units_exactly(options):

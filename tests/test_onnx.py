@@ -210,11 +210,13 @@ def test_cli_export_then_segment_with_onnxruntime(tmp_path, ckpt, capsys):
                 "local_dim": 4,
             },
         ),
+        ("rvos-st", {"hidden_size": 16, "reference": True, "ref_dim": 8, "memory": 2, "value_dim": 4}),
     ],
 )
 def test_other_models_export_with_parity(tmp_path, name, options):
     """A zero-shot RVOS (fixed slots, objectness), S2S (objects folded into the batch), S2S with the
-    matching option (reference and memory in its state) and RVOS with local f8 matching export too."""
+    matching option (reference and memory in its state) and RVOS with local f8 matching or learned memory
+    values export too."""
     torch.manual_seed(0)
     model = build_model(name, **options).eval()
     export_onnx(model, tmp_path / "m.onnx", size=SIZE)

@@ -377,13 +377,15 @@ class _LateFeed:
 
 
 @pytest.mark.parametrize("late", [False, True])
-def test_memory_readout_shared_by_objects_equals_the_per_object_readout(late, monkeypatch):
+@pytest.mark.parametrize("values", [0, 4])
+def test_memory_readout_shared_by_objects_equals_the_per_object_readout(late, values, monkeypatch):
     """Objects given on the same frame share their keys: similarities and top-k run once for all of them.
     The outputs equal those of the per-object readout, also when objects enter or are re-prompted later
-    (their keys differ until their memory is full again: the shared path must not be taken then)."""
+    (their keys differ until their memory is full again: the shared path must not be taken then); with
+    learned memory values too (their key part is computed once per entry)."""
     from recvos.models.feed import FirstFrameFeed
 
-    model = tiny("rvos-st", reference=True, ref_dim=8, memory=2, mem_top_k=5).eval()
+    model = tiny("rvos-st", reference=True, ref_dim=8, memory=2, mem_top_k=5, value_dim=values).eval()
     frames, masks = clip(B=2, T=8, O=3)
     shared_calls: list[bool] = []
     decide = RVOS._keys_shared
@@ -495,3 +497,84 @@ def test_local_options_are_checked_and_need_no_reference():
         with torch.no_grad():
             out = list(model.unroll(frames.unbind(1), FirstFrameFeed(first)))
         assert out[-1].logits.shape == (1, 2, H, W)
+
+
+# --- learned memory values ---------------------------------------------------------------------------------
+def test_values_warm_start_is_exact_and_leave_the_state_as_it_is(unroll):
+    """A memory model warm-starts one with learned values with identical outputs (the values enter the f32 and
+    f16 levels with zero weights); the state has the same tensors, of the same shapes, as without them."""
+    from recvos.models.feed import FirstFrameFeed
+
+    old = tiny("rvos-st", reference=True, ref_dim=8, memory=2).eval()
+    new = tiny("rvos-st", reference=True, ref_dim=8, memory=2, value_dim=4).eval()
+    assert new.config["value_dim"] == 4 and "value_dim" not in old.config  # old configs kept
+    for level in range(4):  # only the two coarsest levels read the values
+        extra = new.cells[level].conv.weight.shape[1] - old.cells[level].conv.weight.shape[1]
+        assert extra == (4 if level < 2 else 0)
+    sd = new.adapt_state_dict(old.state_dict())
+    missing = new.load_state_dict(sd, strict=False).missing_keys
+    assert sorted(missing) == ["value_key.bias", "value_key.weight", "value_mask.weight"]
+    frames, masks = clip(B=1, T=5, O=2)
+    with torch.no_grad():
+        a = unroll(old, frames, masks, teacher=False).logits
+        results = list(new.unroll(frames.unbind(1), FirstFrameFeed(masks[:, 0])))
+        olds = list(old.unroll(frames.unbind(1), FirstFrameFeed(masks[:, 0])))
+    torch.testing.assert_close(a, torch.stack([r.logits for r in results], 1), atol=1e-5, rtol=0)
+    for r, o in zip(results, olds, strict=True):
+        got = {k: tuple(v.shape) for k, v in r.state.named_tensors().items()}
+        assert got == {k: tuple(v.shape) for k, v in o.state.named_tensors().items()}
+    # once trained (non-zero weights) the values change the masks
+    with torch.no_grad():
+        for level in range(2):
+            new.cells[level].conv.weight.normal_(0, 0.1)
+        c = torch.stack([r.logits for r in new.unroll(frames.unbind(1), FirstFrameFeed(masks[:, 0]))], 1)
+    assert (c - a).abs().max() > 1e-3
+
+
+def test_values_readout_reads_each_objects_values_where_it_matches():
+    """With a sharp softmax every pixel attends to the remembered pixel with its own key: the readout is each
+    object's value of the reference entry at that pixel (and the mask maps are what they are without values)."""
+    from types import SimpleNamespace
+
+    model = tiny("rvos-st", reference=True, ref_dim=8, memory=1, mem_top_k=5, value_dim=3).eval()
+    with torch.no_grad():
+        model.mem_log_scale.fill_(8.0)  # near-argmax
+    g = torch.Generator().manual_seed(0)
+    h, w, nobj = 6, 9, 2
+    q = torch.nn.functional.normalize(torch.randn(1, 8, h, w, generator=g), dim=1)
+    masks = (torch.rand(1, nobj, h * w, generator=g) > 0.5).float()
+    state = SimpleNamespace(
+        ref_emb=q.unsqueeze(1).expand(-1, nobj, -1, -1, -1),
+        ref_mask=masks,
+        mem_key=torch.zeros(1, nobj, 1, 8, h * w),
+        mem_val=torch.zeros(1, nobj, 1, h * w),
+        mem_valid=torch.zeros(1, nobj, 1),  # an empty memory: only the reference is read
+        mem_age=None,
+    )
+    with torch.no_grad():
+        read = model.read_memory(q, state, values=True)
+        plain = model.read_memory(q, state)
+        want = model.memory_values(q.flatten(2)[:, None, None], masks[:, :, None], h, w)[:, :, 0]
+    assert read.shape == (1, nobj, 2 + 3, h, w)
+    torch.testing.assert_close(read[:, :, :2], plain)
+    torch.testing.assert_close(read[:, :, :2, :, :].flatten(3)[:, :, 0], masks, atol=1e-3, rtol=0)
+    torch.testing.assert_close(read[:, :, 2:].flatten(3), want, atol=1e-3, rtol=0)
+    assert want.abs().max() > 0.01 and not torch.allclose(want[:, 0], want[:, 1])  # per object
+
+
+def test_value_options_are_checked():
+    for bad in (-1, 257, 1.5, True):
+        with pytest.raises(RecvosError, match="value_dim"):
+            tiny("rvos-st", reference=True, memory=2, value_dim=bad)
+    with pytest.raises(RecvosError, match="value_dim 4 needs a matching memory"):
+        tiny("rvos-st", reference=True, value_dim=4)
+
+
+def test_zero_shot_reads_values_of_the_objects_it_remembers():
+    from recvos.models.feed import ClipFeed
+
+    model = tiny("rvos-st", mode="zero-shot", max_objects=2, memory=2, ref_dim=8, value_dim=4).eval()
+    frames, _ = clip(B=1, T=3, O=2)
+    with torch.no_grad():
+        out = model.unroll_clip(frames, ClipFeed(zero_shot=True))
+    assert out.logits.shape == (1, 3, 2, H, W) and torch.isfinite(out.logits).all()

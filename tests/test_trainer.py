@@ -593,7 +593,7 @@ def test_resume_with_a_changed_model_shape_is_one_line(tmp_path):
     assert "\n" not in msg
 
 
-@pytest.mark.parametrize("local", [{}, {"local_radius": 2, "local_dim": 4}])
+@pytest.mark.parametrize("local", [{}, {"local_radius": 2, "local_dim": 4}, {"value_dim": 4}])
 def test_channels_last_computes_what_nchw_computes(local):
     """``train.channels_last``: weights, frames and cached features channels-last give the NCHW results (with
     the local f8 matching too, whose readout takes strided views of its keys)."""

@@ -36,6 +36,7 @@ __all__ = [
     "MEMORY_MAPS",
     "LOCAL_MAPS",
     "MAX_MEMORY",
+    "MAX_VALUE_DIM",
     "MatchingMemory",
     "MatchingState",
     "check_memory_every",
@@ -50,6 +51,8 @@ MEMORY_MAPS = 2
 LOCAL_MAPS = 2
 #: the largest window radius of the local f8 matching (a 15x15 window)
 MAX_LOCAL_RADIUS = 7
+#: the most channels of the learned memory values (``value_dim``)
+MAX_VALUE_DIM = 256
 #: the most frames an object's matching memory may hold (``memory``, in training and at inference)
 MAX_MEMORY = 64
 #: the longest write interval of the memory (``mem_every``)
@@ -85,9 +88,17 @@ def matching_options(
     mem_every: int = 1,
     local_radius: int = 0,
     local_dim: int = 32,
+    value_dim: int = 0,
 ) -> None:
-    """Check the options of the reference, the memory and the local f8 matching (one-line RecvosErrors)."""
+    """Check the options of the reference, the memory, the learned values and the local f8 matching
+    (one-line RecvosErrors)."""
     check_memory_every(mem_every)
+    if isinstance(value_dim, bool) or not isinstance(value_dim, int) or not 0 <= value_dim <= MAX_VALUE_DIM:
+        raise RecvosError(
+            f"value_dim {value_dim!r}: channels of the learned memory values, 0..{MAX_VALUE_DIM} (0: off)"
+        )
+    if value_dim and not memory:
+        raise RecvosError(f"value_dim {value_dim} needs a matching memory (memory >= 1 frames)")
     if (
         isinstance(local_radius, bool)
         or not isinstance(local_radius, int)
@@ -151,6 +162,9 @@ class MatchingMemory:
     local_embed: Any
     local_log_scale: Any
     local_radius: int = 0
+    #: learned memory values (STM-style; ``value_key`` and ``value_mask`` set by a model that has them, else
+    #: absent): channels per object read from the memory besides the mask values (0: off)
+    value_dim: int = 0
 
     @property
     def matching_maps(self) -> int:
@@ -181,8 +195,8 @@ class MatchingMemory:
         return out
 
     def _matching_maps(self, f16: torch.Tensor, state: Any, prev_masks: Any) -> tuple[torch.Tensor, Any]:
-        """The current frame's f16 features [B, C, h16, w16] -> the per-object maps [B, O, matching_maps, h16,
-        w16] and the state with its memory updated (the previous frame written in with ``prev_masks(size)``,
+        """The current frame's f16 features [B, C, h16, w16] -> the per-object maps [B, O, matching_maps +
+        value_dim, h16, w16] (the learned values last) and the state with its memory updated (the previous frame written in with ``prev_masks(size)``,
         its fed-back masks area-resized to ``size``; this frame's embedding kept for the next step)."""
         q = self._embed(f16)
         maps = []
@@ -199,7 +213,7 @@ class MatchingMemory:
                 )
             size = tuple(q.shape[-2:])
             state = self.remember(state, prev_masks(size), size)
-            maps.append(self.read_memory(q, state))
+            maps.append(self.read_memory(q, state, values=self.value_dim > 0))
             nobj = state.mem_key.shape[1]
             state = replace(state, last_key=q.flatten(2).unsqueeze(1).expand(-1, nobj, -1, -1))
         return torch.cat(maps, 2), state
@@ -254,10 +268,11 @@ class MatchingMemory:
             out[k] = torch.where(cond, pushed[k], kept)
         return replace(state, **out, mem_age=torch.remainder(age + 1, self.mem_every))
 
-    def read_memory(self, q: torch.Tensor, state: Any) -> torch.Tensor:
+    def read_memory(self, q: torch.Tensor, state: Any, values: bool = False) -> torch.Tensor:
         """Embeddings of the current frame [B, E, h, w] -> per-object [own readout, others' readout] maps
         [B, O, 2, h, w]: top-k softmax attention over each object's reference and memory pixels, carrying the
-        object's mask values.
+        object's mask values. With ``values`` (a model with ``value_dim = V``) the same attention also reads
+        each object's learned values (:meth:`memory_values`) and appends them: [B, O, 2 + V, h, w].
 
         Objects share their keys in the usual case (all given on the same frame: one reference embedding,
         and memories filled at the same steps); then similarities and top-k are computed once for all of them
@@ -289,7 +304,31 @@ class MatchingMemory:
         picked = vals.unsqueeze(2).expand(-1, -1, h * w, -1).gather(-1, idx.expand(-1, nobj, -1, -1))
         own = (weight * picked).sum(-1)  # [B, O, Q]
         others = own.sum(1, keepdim=True) - own
-        return torch.stack([own, others], 2).view(B, nobj, 2, h, w)
+        maps = torch.stack([own, others], 2).view(B, nobj, 2, h, w)
+        if not values:
+            return maps
+        V = self.value_dim
+        v = self.memory_values(keys, vals.unflatten(2, (-1, P)), h, w)  # [B, O, 1 + K, V, P]
+        v = v.transpose(2, 3).flatten(3)  # [B, O, V, (1+K)P], in the order of sim's last axis
+        picked_v = (
+            v.unsqueeze(3)
+            .expand(-1, -1, -1, h * w, -1)
+            .gather(-1, idx[:, :, None].expand(-1, nobj, V, -1, -1))
+        )
+        read = (weight[:, :, None] * picked_v).sum(-1)  # [B, O, V, Q]
+        return torch.cat([maps, read.view(B, nobj, V, h, w)], 2)
+
+    def memory_values(self, keys: torch.Tensor, masks: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Learned values (STM-style) of memory entries: keys [B, n, N, E, P] (n = 1 when shared by all objects)
+        and the objects' masks there [B, O, N, P] -> [B, O, N, V, P], relu(conv3x3(key) + conv3x3(mask)): what
+        the object looks like at each remembered pixel, not only whether it is there. The key part is computed
+        once per entry for all objects (a convolution of a concatenation is the sum of the two). Computed at
+        read time from what the memory already holds, so the state does not grow."""
+        B, n, N, E, P = keys.shape
+        nobj, V = masks.shape[1], self.value_dim
+        kv = self.value_key(keys.reshape(B * n * N, E, h, w)).view(B, n, N, V, P)
+        mv = self.value_mask(masks.reshape(B * nobj * N, 1, h, w)).view(B, nobj, N, V, P)
+        return F.relu(kv + mv)
 
     def _embed8(self, f8: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.local_embed(f8), dim=1)

@@ -50,6 +50,12 @@ mask of each object there: the last mask moved by appearance, as optical flow wo
 resolution. These 2 maps per object (own, others' sum) join the inputs of the f8 and f4 ConvLSTM levels. Cost:
 ``local_dim * (2r+1)^2`` multiply-adds per f8 pixel, once for all objects.
 
+Learned memory values (``value_dim=V``, with ``memory``; after STM's value embeddings): the readout above
+carries only whether each remembered pixel was the object. With it, the same top-k attention also carries V
+learned channels per object, ``relu(conv3x3(key) + conv3x3(mask))`` of each remembered entry (what the object
+looked like there, not only where it was); they join the f32 and f16 levels. They are computed at read time
+from the keys and masks the memory already holds, so the state is what it is without them.
+
 Widths: with ``hidden_size = h``, the skip projections are (h, h, h/2, h/4) and the ConvLSTM hidden sizes
 (h, h/2, h/4, h/8) from f32 to f4 (the paper: h = 128).
 """
@@ -115,6 +121,8 @@ class RVOS(MatchingMemory, RecurrentVOS):
             frame; 1: every frame; weights do not depend on it).
         local_radius: r, the window radius of the local f8 matching (0: off; see the module docs).
         local_dim: channels of the local f8 embedding.
+        value_dim: V, channels of the learned memory values read into the f32 and f16 levels (0: off; needs
+            ``memory``; see the module docs).
     """
 
     def __init__(
@@ -136,6 +144,7 @@ class RVOS(MatchingMemory, RecurrentVOS):
         mem_every: int = 1,
         local_radius: int = 0,
         local_dim: int = 32,
+        value_dim: int = 0,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -151,7 +160,7 @@ class RVOS(MatchingMemory, RecurrentVOS):
             raise RecvosError(f"RVOS hidden_size must be a positive multiple of 8 (got {hidden_size})")
         if reference and mode != "one-shot":
             raise RecvosError("reference=True needs mode='one-shot' (zero-shot has no reference masks)")
-        matching_options(reference, memory, mem_top_k, ref_dim, mem_every, local_radius, local_dim)
+        matching_options(reference, memory, mem_top_k, ref_dim, mem_every, local_radius, local_dim, value_dim)
         if max_objects < 1:
             raise RecvosError(f"max_objects must be >= 1 (got {max_objects})")
         self.name = f"rvos-{variant.lower()}"
@@ -176,7 +185,10 @@ class RVOS(MatchingMemory, RecurrentVOS):
                 self.config.update(mem_every=mem_every)
         if local_radius:
             self.config.update(local_radius=local_radius, local_dim=local_dim)
+        if value_dim:
+            self.config.update(value_dim=value_dim)
         self.local_radius = local_radius
+        self.value_dim = value_dim
         self.mem_every = mem_every
         self.memory = memory
         self.mem_top_k = mem_top_k
@@ -208,10 +220,13 @@ class RVOS(MatchingMemory, RecurrentVOS):
         # the local f8 matching: its embedding and softmax temperature (cosine similarity * 20 at init)
         self.local_embed = nn.Conv2d(self.backbone.channels[1], local_dim, 1) if local_radius else None
         self.local_log_scale = nn.Parameter(torch.tensor(3.0)) if local_radius else None
+        # the learned memory values (STM-style): a 3x3 conv of each entry's key and one of its mask, summed
+        self.value_key = nn.Conv2d(ref_dim, value_dim, 3, padding=1) if value_dim else None
+        self.value_mask = nn.Conv2d(1, value_dim, 3, padding=1, bias=False) if value_dim else None
         mask_dim = (1 if self.one_shot else 0) + self.matching_maps
-        # the local maps join the f8 and f4 levels (2 and 3, coarse to fine)
+        # the local maps join the f8 and f4 levels (2 and 3, coarse to fine), the values the f32 and f16 levels
         local_maps = LOCAL_MAPS if local_radius else 0
-        mask_dims = [mask_dim + (local_maps if i >= 2 else 0) for i in range(4)]
+        mask_dims = [mask_dim + (local_maps if i >= 2 else value_dim) for i in range(4)]
         self.cells = nn.ModuleList(
             ConvLSTMCell(
                 input_dim=(self.hidden_dims[i - 1] if i else 0) + mask_dims[i],
@@ -307,8 +322,11 @@ class RVOS(MatchingMemory, RecurrentVOS):
                     by_size[hw] = F.interpolate(pm, size=hw, mode="area")
                 return by_size[hw]
 
+        values = None
         if self.ref_embed is not None:
             matched, state = self._matching_maps(feats[2], state, resized)
+            if self.value_dim:  # [B, O, value_dim, h16, w16] after the maps
+                matched, values = matched.split([self.matching_maps, self.value_dim], 2)
             maps.append(matched)  # [B, O, matching_maps, h16, w16]
         local = None
         if self.local_embed is not None:  # [B, O, LOCAL_MAPS, h8, w8]
@@ -332,6 +350,8 @@ class RVOS(MatchingMemory, RecurrentVOS):
             spread(torch.cat(maps, 2), range(4))
         if local is not None:  # the f8 and f4 levels only
             spread(local, range(2, 4))
+        if values is not None:  # the f32 and f16 levels only
+            spread(values, range(2))
         masks = [torch.cat(p, 2) if p else None for p in parts]
 
         if self.variant == "T":
