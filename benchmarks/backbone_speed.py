@@ -12,12 +12,14 @@ machine's load hits them alike); a row gives each model's best pass, and its rat
 row of the same run.
 
 With ``--local-radius R`` each backbone also gets a row with the local f8 matching (``local_radius=R``,
-``local_dim`` 32; BENCHMARKS.md, "Local f8 matching"), written to its own section.
+``local_dim`` 32; BENCHMARKS.md, "Local f8 matching"), and with ``--value-dim V`` a row with the learned memory
+values (``value_dim=V``; "Learned memory values"); each option is written to its own section.
 
 Usage::
 
     .venv/bin/python benchmarks/backbone_speed.py --write
     .venv/bin/python benchmarks/backbone_speed.py --local-radius 3 --backbones efficientnet_lite0,efficientnet_lite2 --write
+    .venv/bin/python benchmarks/backbone_speed.py --value-dim 16 --backbones efficientnet_lite0,efficientnet_lite2 --write
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--local-radius", type=int, default=0, help="also time each backbone with local f8 matching"
     )
+    p.add_argument(
+        "--value-dim", type=int, default=0, help="also time each backbone with learned memory values"
+    )
     p.add_argument("--write", action="store_true", help="write the section of BENCHMARKS.md")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -62,11 +67,18 @@ def main(argv: list[str] | None = None) -> int:
     options = dict(shipped.config)
     models = {"shipped one-shot default (trained weights, Lite0)": shipped}
     backbones = args.backbones.split(",")
-    local = {"local_radius": args.local_radius, "local_dim": 32}
+    variants = [({}, "")]
+    if args.local_radius:
+        variants.append(
+            (
+                {"local_radius": args.local_radius, "local_dim": 32},
+                f" + local f8 matching r={args.local_radius}",
+            )
+        )
+    if args.value_dim:
+        variants.append(({"value_dim": args.value_dim}, f" + learned memory values V={args.value_dim}"))
     for backbone in backbones:
-        for extra, label in [({}, "")] + (
-            [(local, f" + local f8 matching r={args.local_radius}")] if args.local_radius else []
-        ):
+        for extra, label in variants:
             torch.manual_seed(0)
             models[f"{backbone}{label}, random weights"] = build_model(
                 "rvos-st", **{**options, "variant": "ST", "backbone": backbone, **extra}
@@ -98,9 +110,14 @@ def main(argv: list[str] | None = None) -> int:
         f"backbone, end to end (Segmenter) on the first {args.frames} frames of bear at 854x480; each figure "
         f"the best of {args.rounds} passes, the models in turn, after a warm-up."
     )
-    if args.local_radius:
-        section = "backbone_speed_local"
-        title = "### Local f8 matching: its cost end to end"
+    if args.local_radius or args.value_dim:
+        section = (
+            "backbone_speed" + ("_local" if args.local_radius else "") + ("_values" if args.value_dim else "")
+        )
+        names = ["Local f8 matching"] * bool(args.local_radius) + ["Learned memory values"] * bool(
+            args.value_dim
+        )
+        title = f"### {' and '.join(names)}: {'its' if len(names) == 1 else 'their'} cost end to end"
     else:
         section = "backbone_speed"
         title = "### Backbone speed: the one-shot default with EfficientNet-Lite0, Lite1, Lite2"

@@ -1,10 +1,13 @@
-"""PyTorch eager, PyTorch optimised (fp32 and bf16), ONNX Runtime fp32 and dynamic int8, side by side in one run.
+"""PyTorch eager and optimised (fp32, bf16), ONNX Runtime fp32 and int8 (dynamic; static), side by side.
 
 The shipped one-shot default (or ``--model``) is exported once (``recvos.inference.onnx.export_onnx``, for
-240x427 frames) and quantised with ``onnxruntime.quantization.quantize_dynamic`` (int8 weights, activations
-quantised at run time). PyTorch runs eager, optimised (``optimize_for_inference``: BatchNorm folded,
-channels-last, convolutions packed by oneDNN) in fp32 and bf16, and optimised without the packing (the
-optimisation before it) in the precision this CPU defaults to. For each runtime:
+240x427 frames) and quantised twice: with ``onnxruntime.quantization.quantize_dynamic`` (int8 weights,
+activations quantised at run time), and with ``quantize_static`` for the backbone's convolutions only (QDQ
+int8, per-channel weights, activation ranges calibrated on the step's inputs over the bear frames of the speed
+runs, a training video; the recurrent decoder and the matching stay fp32). PyTorch runs eager, optimised
+(``optimize_for_inference``: BatchNorm folded, channels-last, convolutions packed by oneDNN) in fp32 and bf16,
+and optimised without the packing (the optimisation before it) in the precision this CPU defaults to. For
+each runtime:
 
 - **speed**: ms/frame of the model's own loop (``unroll``: init_state + one step per frame) on the first
   ``--frames`` frames of DAVIS bear (decoded and resized to 240x427 beforehand) with 1 and 3 objects (the
@@ -42,6 +45,7 @@ from recvos.models.feed import FirstFrameFeed  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 SIZE = (240, 427)
+STATIC = "ONNX Runtime int8 (static, backbone only)"
 #: int8 and bf16 count only if their masks keep this mean IoU against fp32 on DAVIS-2016 val
 MIN_IOU = 0.97
 
@@ -128,6 +132,54 @@ def quantize_pair(src: Path, dst: Path) -> None:
         quantize_dynamic(str(a), str(b), weight_type=QuantType.QInt8)
 
 
+def quantize_backbone_static(src: Path, dst: Path, frames: list[torch.Tensor], first: torch.Tensor) -> int:
+    """A static int8 copy of an exported step graph's backbone convolutions (QDQ, per-channel int8 weights,
+    uint8 activations with MinMax ranges calibrated on the step's own inputs over ``frames``, objects ``first``);
+    the init graph is copied as is (it runs once per video). Returns the convolutions quantised."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from recvos.inference.onnx import OnnxModel, init_path
+
+    def scopes(node) -> str:
+        return next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
+
+    proto = onnx.load(str(src))
+    convs = [n.name for n in proto.graph.node if n.op_type == "Conv" and "model.backbone" in scopes(n)]
+    model, feeds = OnnxModel(src), []
+    run = model._run
+
+    def record(session, inputs):  # the step graph's inputs, as ONNX Runtime receives them
+        if session is model._step:
+            feeds.append({k: np.ascontiguousarray(v.float().numpy()) for k, v in inputs.items()})
+        return run(session, inputs)
+
+    model._run = record
+    with torch.inference_mode():
+        for _ in model.unroll(frames, FirstFrameFeed(first)):
+            pass
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.left = iter(feeds)
+
+        def get_next(self):
+            return next(self.left, None)
+
+    quantize_static(
+        str(src),
+        str(dst),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_quantize=convs,
+    )
+    shutil.copyfile(init_path(src), init_path(dst))
+    return len(convs)
+
+
 def davis_masks(seg, seqs) -> tuple[dict[str, np.ndarray], float]:
     """The Segmenter's id maps [T, H, W] per sequence (objects prompted on frame 0) and ms/frame overall."""
     from recvos.inference.dataset import open_sequence
@@ -192,7 +244,12 @@ def main(argv: list[str] | None = None) -> int:
         export_onnx(model, tmp / "fp32.onnx", size=SIZE)
         export_s = time.perf_counter() - t0
         quantize_pair(tmp / "fp32.onnx", tmp / "int8.onnx")
-        sizes_mb = {k: (tmp / f"{k}.onnx").stat().st_size / 1e6 for k in ("fp32", "int8")}
+        with open_frames(args.video) as src:
+            raw = [f for _, f in zip(range(args.frames), src, strict=False)]
+        frames = [frame_to_tensor(f, SIZE, torch.device("cpu")) for f in raw]
+        firsts = bear_firsts(args.mask)
+        static_convs = quantize_backbone_static(tmp / "fp32.onnx", tmp / "int8s.onnx", frames, firsts[1])
+        sizes_mb = {k: (tmp / f"{k}.onnx").stat().st_size / 1e6 for k in ("fp32", "int8", "int8s")}
         default = "bf16" if inference_dtype("auto", torch.device("cpu")) == torch.bfloat16 else "fp32"
         mark = {default: " (default here)"}
         runners = {
@@ -204,12 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "ONNX Runtime fp32": Segmenter(OnnxModel(tmp / "fp32.onnx", args.threads)),
             "ONNX Runtime int8 (dynamic)": Segmenter(OnnxModel(tmp / "int8.onnx", args.threads)),
+            STATIC: Segmenter(OnnxModel(tmp / "int8s.onnx", args.threads)),
         }
-
-        with open_frames(args.video) as src:
-            raw = [f for _, f in zip(range(args.frames), src, strict=False)]
-        frames = [frame_to_tensor(f, SIZE, torch.device("cpu")) for f in raw]
-        firsts = bear_firsts(args.mask)
         models = {name: (seg._runner(), seg.dtype) for name, seg in runners.items()}
         by_count = {n: ms_per_frame(models, frames, first) for n, first in firsts.items()}
         speed = {name: {n: by_count[n][name] for n in firsts} for name in runners}
@@ -242,7 +295,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{speed[name]['e2e3']:.1f} | {r['ms']:.1f} | {r['J']:.4f} | "
             f"{r['iou'][0]:.4f} / {r['iou'][1]:.3f} |"
         )
-    checked = {"int8": "ONNX Runtime int8 (dynamic)", "bf16": next(n for n in runners if "bf16" in n)}
+    checked = {
+        "int8": "ONNX Runtime int8 (dynamic)",
+        "static int8": STATIC,
+        "bf16": next(n for n in runners if "bf16" in n),
+    }
     verdict = " ".join(
         f"{label} keeps a mean IoU of {results[name]['iou'][0]:.4f} against fp32 (threshold {MIN_IOU}): "
         + ("it counts." if results[name]["iou"][0] >= MIN_IOU else "it does **not** count.")
@@ -272,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
             f"Model: {args.model or 'the shipped one-shot default'} (RVOS-ST, hidden_size "
             f"{model.config.get('hidden_size')}, reference + {model.config.get('memory')}-frame memory), "
             f"exported for {SIZE[1]}x{SIZE[0]} frames in {export_s:.0f} s (files: fp32 {sizes_mb['fp32']:.1f} MB, "
-            f"int8 {sizes_mb['int8']:.1f} MB, step graph). Speed: the model's loop (unroll) over the first "
+            f"int8 {sizes_mb['int8']:.1f} MB, static int8 {sizes_mb['int8s']:.1f} MB with "
+            f"{static_convs} backbone convolutions quantised, step graph). Speed: the model's loop (unroll) over the first "
             f"{len(frames)} frames of bear at {SIZE[1]}x{SIZE[0]}, pre-decoded, best of two rounds taking the runtimes in turn; "
             f"end to end, 1 and 3 objects: the Segmenter over the same frames decoded at the video's "
             f"{raw[0].shape[1]}x{raw[0].shape[0]} (resizing, model, upsampling, id maps at that size), same objects. All ms/frame. "

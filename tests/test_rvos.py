@@ -426,30 +426,40 @@ def test_zero_shot_memory_readout_shared_by_slots_equals_the_per_slot_readout(mo
 
 
 # --- local f8 matching -------------------------------------------------------------------------------------
-def test_local_warm_start_is_exact_and_keeps_the_last_frames_keys(unroll):
-    """A memory model warm-starts a local-matching one with identical outputs (the local maps enter the f8
-    and f4 levels with zero weights); the state keeps the last frame's f8 keys at a fixed size."""
+def warm_started(unroll, old: RVOS, new: RVOS, extra: list[int], new_keys: list[str]):
+    """Checks that ``new`` has ``extra`` more input channels per level than ``old``, that ``old``'s weights
+    warm-start it leaving exactly ``new_keys`` missing, and that it then computes ``old``'s masks over a clip
+    (its own loop against the reference unroll of ``old``); returns the clip, ``old``'s logits and ``new``'s
+    step results."""
     from recvos.models.feed import FirstFrameFeed
 
-    old = tiny("rvos-st", reference=True, ref_dim=8, memory=2).eval()
-    new = tiny("rvos-st", reference=True, ref_dim=8, memory=2, local_radius=2, local_dim=4).eval()
-    assert new.config["local_radius"] == 2 and "local_radius" not in old.config  # old configs kept
-    for level in range(4):  # only the two finest levels read the local maps
-        extra = new.cells[level].conv.weight.shape[1] - old.cells[level].conv.weight.shape[1]
-        assert extra == (2 if level >= 2 else 0)
-    sd = new.adapt_state_dict(old.state_dict())
-    missing = new.load_state_dict(sd, strict=False).missing_keys
-    assert sorted(missing) == ["local_embed.bias", "local_embed.weight", "local_log_scale"]
+    got = [n.conv.weight.shape[1] - o.conv.weight.shape[1] for n, o in zip(new.cells, old.cells, strict=True)]
+    assert got == extra
+    missing = new.load_state_dict(new.adapt_state_dict(old.state_dict()), strict=False).missing_keys
+    assert sorted(missing) == new_keys
     frames, masks = clip(B=1, T=5, O=2)
     with torch.no_grad():
         a = unroll(old, frames, masks, teacher=False).logits
         results = list(new.unroll(frames.unbind(1), FirstFrameFeed(masks[:, 0])))
+    torch.testing.assert_close(a, torch.stack([r.logits for r in results], 1), atol=1e-5, rtol=0)
+    return frames, masks, a, results
+
+
+def test_local_warm_start_is_exact_and_keeps_the_last_frames_keys(unroll):
+    """A memory model warm-starts a local-matching one with identical outputs (the local maps enter the f8
+    and f4 levels with zero weights); the state keeps the last frame's f8 keys at a fixed size."""
+    old = tiny("rvos-st", reference=True, ref_dim=8, memory=2).eval()
+    new = tiny("rvos-st", reference=True, ref_dim=8, memory=2, local_radius=2, local_dim=4).eval()
+    assert new.config["local_radius"] == 2 and "local_radius" not in old.config  # old configs kept
+    # only the two finest levels read the local maps
+    frames, _, _, results = warm_started(
+        unroll, old, new, [0, 0, 2, 2], ["local_embed.bias", "local_embed.weight", "local_log_scale"]
+    )
+    with torch.no_grad():
         keys = [
             torch.nn.functional.normalize(new.local_embed(new.backbone(f)[1]), dim=1)
             for f in frames.unbind(1)
         ]
-    b = torch.stack([r.logits for r in results], 1)
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     assert {tuple(r.state.last_key8.shape) for r in results} == {(1, 2, 4, 8, 14)}  # f8 of 61x107: 8x14
     for r, k in zip(results, keys, strict=True):
         torch.testing.assert_close(r.state.last_key8[:, 0], k, atol=1e-5, rtol=0)
@@ -508,18 +518,12 @@ def test_values_warm_start_is_exact_and_leave_the_state_as_it_is(unroll):
     old = tiny("rvos-st", reference=True, ref_dim=8, memory=2).eval()
     new = tiny("rvos-st", reference=True, ref_dim=8, memory=2, value_dim=4).eval()
     assert new.config["value_dim"] == 4 and "value_dim" not in old.config  # old configs kept
-    for level in range(4):  # only the two coarsest levels read the values
-        extra = new.cells[level].conv.weight.shape[1] - old.cells[level].conv.weight.shape[1]
-        assert extra == (4 if level < 2 else 0)
-    sd = new.adapt_state_dict(old.state_dict())
-    missing = new.load_state_dict(sd, strict=False).missing_keys
-    assert sorted(missing) == ["value_key.bias", "value_key.weight", "value_mask.weight"]
-    frames, masks = clip(B=1, T=5, O=2)
+    # only the two coarsest levels read the values
+    frames, masks, a, results = warm_started(
+        unroll, old, new, [4, 4, 0, 0], ["value_key.bias", "value_key.weight", "value_mask.weight"]
+    )
     with torch.no_grad():
-        a = unroll(old, frames, masks, teacher=False).logits
-        results = list(new.unroll(frames.unbind(1), FirstFrameFeed(masks[:, 0])))
         olds = list(old.unroll(frames.unbind(1), FirstFrameFeed(masks[:, 0])))
-    torch.testing.assert_close(a, torch.stack([r.logits for r in results], 1), atol=1e-5, rtol=0)
     for r, o in zip(results, olds, strict=True):
         got = {k: tuple(v.shape) for k, v in r.state.named_tensors().items()}
         assert got == {k: tuple(v.shape) for k, v in o.state.named_tensors().items()}
