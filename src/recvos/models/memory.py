@@ -196,8 +196,9 @@ class MatchingMemory:
 
     def _matching_maps(self, f16: torch.Tensor, state: Any, prev_masks: Any) -> tuple[torch.Tensor, Any]:
         """The current frame's f16 features [B, C, h16, w16] -> the per-object maps [B, O, matching_maps +
-        value_dim, h16, w16] (the learned values last) and the state with its memory updated (the previous frame written in with ``prev_masks(size)``,
-        its fed-back masks area-resized to ``size``; this frame's embedding kept for the next step)."""
+        value_dim, h16, w16] (the learned values last) and the state with its memory updated (the previous
+        frame written in with ``prev_masks(size)``, its fed-back masks area-resized to ``size``; this frame's
+        embedding kept for the next step)."""
         q = self._embed(f16)
         maps = []
         if self.reference:
